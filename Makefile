@@ -1,0 +1,41 @@
+# Raftka: two commands matter: `make run` (a local cluster) and `make test` (everything CI runs).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SEEDS ?= 1000
+
+.PHONY: test run lint typecheck pytest sim bench clean deps
+
+$(STAMP): pyproject.toml tools/setup_env.sh
+	bash tools/setup_env.sh
+	touch $(STAMP)
+
+deps: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check broker client raft storage tools bench tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy broker client raft storage
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest
+
+test: $(STAMP)
+	$(MAKE) lint
+	$(MAKE) typecheck
+	$(MAKE) pytest
+
+run: $(STAMP)
+	$(BIN)/python -m broker run-local
+
+sim: $(STAMP)
+	$(BIN)/python -m tests.raft.sim --seeds $(SEEDS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.all
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

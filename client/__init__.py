@@ -1,0 +1,1 @@
+"""Raftka's asyncio Kafka client."""

@@ -1,0 +1,1 @@
+"""The Kafka wire layer, sans-I/O, shared by the client and the broker."""

@@ -1,0 +1,1 @@
+"""Raftka's storage engine: segmented, write-ahead-logged partition logs."""
