@@ -69,7 +69,7 @@ def _violations(
         for mod, line in _imports(path):
             top = _top(mod)
             rel = path.relative_to(ROOT)
-            if mod.startswith(banned_prefixes) or top in IMPURE and "stdlib-pure" in allowed:
+            if mod.startswith(banned_prefixes) or (top in IMPURE and "stdlib-pure" in allowed):
                 bad.append(f"{rel}:{line} imports {mod}")
             elif top in STDLIB or top == "__future__":
                 continue
