@@ -642,7 +642,7 @@ def load_config(
     try:
         config = BrokerConfig(**values)
     except ConfigError as exc:
-        source = raw.get(exc.setting, (None, "default"))[1]
+        source = raw.get(exc.setting, (None, ""))[1]
         raise exc.with_source(source) from None
     return LoadedConfig(config, {name: source for name, (_, source) in raw.items()})
 
