@@ -208,6 +208,14 @@ class _Link:
         self.broken = False
         self.last_error = ""
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"peer-link-{peer_id}")
+        self.task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        # The link loop only ends by cancellation; anything else is a bug worth a loud log.
+        if not task.cancelled() and task.exception() is not None:
+            self.state = "stopped"
+            log.error("peer link task died", exc_info=task.exception(),
+                      extra={"peer": self.peer_id})  # fmt: skip
 
     def enqueue(self, group_id: int, payload: Any) -> None:
         if self.state in ("backoff", "stopped"):
@@ -229,7 +237,13 @@ class _Link:
                 reader, writer = await asyncio.wait_for(
                     self._connect(), cfg.connect_timeout_ms / 1000
                 )
-            except (OSError, TimeoutError, HandshakeRefused, MalformedFrame) as exc:
+            except (
+                OSError,
+                TimeoutError,
+                asyncio.IncompleteReadError,
+                HandshakeRefused,
+                MalformedFrame,
+            ) as exc:
                 refused = isinstance(exc, HandshakeRefused)
                 self._failed(f"connect to {self.address} failed: {exc!r}", refused)
                 attempt += 1

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -21,6 +23,7 @@ from broker.peer_transport import (
     TransportConfig,
     encode_frame,
 )
+from tests.harness import Cluster
 
 FAST = TransportConfig(connect_timeout_ms=1000, backoff_ms_min=5, backoff_ms_max=50)
 LOOPBACK = HostPort("127.0.0.1", 0)
@@ -173,6 +176,24 @@ async def test_unreachable_fires_for_a_dead_address() -> None:
         await n1.t.stop()
 
 
+async def test_peer_closing_during_handshake_is_retried() -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(5)  # read the preamble, then vanish mid-handshake
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    n1 = Node(1)
+    await n1.t.start()
+    n1.t.add_peer(2, HostPort("127.0.0.1", port))
+    try:
+        await wait_until(lambda: n1.unreachable.count(2) >= 3)  # the link task lives on
+        assert n1.t.stats_for(2).connect_failures >= 3
+    finally:
+        await n1.t.stop()
+        server.close()
+
+
 async def test_handshake_refused_on_protocol_version_mismatch() -> None:
     n2 = Node(2)
     future = Node(1, protocol_version=PROTOCOL_VERSION + 1)
@@ -273,3 +294,40 @@ async def test_partial_loss_is_reproducible_with_a_seed() -> None:
 
     assert outcomes(42) == outcomes(42)
     assert 20 < sum(outcomes(42)) < 80
+
+
+async def test_real_processes_link_up_and_relink_after_restart(tmp_path: Path) -> None:
+    """Three `python -m broker serve` processes (through tests/harness.py) connect their
+    Raft links; a killed node's link goes down and comes back when it restarts."""
+    cluster = Cluster(3, tmp_path, ready_path="/healthz",
+                      settings={"peer_backoff_ms_max": "200"})  # fmt: skip
+
+    async def links_of(node_id: int) -> dict[str, dict[str, int]]:
+        status, body = await asyncio.to_thread(cluster.node(node_id).http_get, "/v1/cluster")
+        assert status == 200
+        links: dict[str, dict[str, int]] = json.loads(body)["peer_links"]
+        return links
+
+    async def wait_links(node_id: int, expected: dict[str, int]) -> None:
+        deadline = asyncio.get_running_loop().time() + 15
+        while True:
+            links = await links_of(node_id)
+            if {p: links.get(p, {}).get("connected", 0) for p in expected} == expected:
+                return
+            assert asyncio.get_running_loop().time() < deadline, (links, cluster.logs())
+            await asyncio.sleep(0.05)
+
+    try:
+        await cluster.astart(timeout_s=20)
+        assert len(cluster.bootstrap.split(",")) == 3
+        await wait_links(1, {"2": 1, "3": 1})
+        cluster.kill(3)
+        await wait_links(1, {"2": 1, "3": 0})
+        cluster.pause(2)
+        cluster.resume(2)
+        await cluster.arestart(3)
+        await wait_links(1, {"2": 1, "3": 1})
+        await wait_links(3, {"1": 1, "2": 1})
+    finally:
+        codes = await cluster.astop_all()
+    assert codes == {1: 0, 2: 0, 3: 0}, cluster.logs()
