@@ -1,8 +1,8 @@
 """Whole frames: header + body, both directions, with Kafka's header-version rules.
 
 `encode_request` / `encode_response` return the bytes to write on the socket, *including*
-the 4-byte size prefix (they reserve it and fill it in, so a large Fetch response is not
-copied again to prepend it); the result is a `bytearray`. `decode_request` /
+the 4-byte size prefix (they reserve it and fill it in, so the body is not copied again to
+prepend it). `decode_request` /
 `decode_response` take one frame's payload, the bytes *after* the size prefix (the
 sans-I/O connections in connection.py do the framing).
 
@@ -46,12 +46,12 @@ class UnsupportedRequestError(RemoteProtocolError):
         self.answerable = answerable
 
 
-def _frame(out: bytearray) -> bytearray:
+def _frame(out: bytearray) -> bytes:
     INT32.pack_into(out, 0, len(out) - 4)
-    return out
+    return bytes(out)
 
 
-def encode_request(header: RequestHeader, body: Any, version: int | None = None) -> bytearray:
+def encode_request(header: RequestHeader, body: Any, version: int | None = None) -> bytes:
     """A size-prefixed request frame; `version` defaults to header.request_api_version."""
     try:
         spec = spec_for(body)
@@ -106,7 +106,7 @@ def decode_request(buf: bytes | bytearray | memoryview) -> tuple[RequestHeader, 
     return header, body
 
 
-def encode_response(correlation_id: int, api_key: int, version: int, body: Any) -> bytearray:
+def encode_response(correlation_id: int, api_key: int, version: int, body: Any) -> bytes:
     """A size-prefixed response frame with the header version Kafka uses for this API.
 
     An ApiVersions response at a version ApiVersions does not have (the reply to a request

@@ -257,6 +257,8 @@ def write_compact_string(out: bytearray, value: str | None) -> None:
     if value is None:
         raise LocalProtocolError("None for a non-nullable compact string")
     data = value.encode()
+    if len(data) > INT16_MAX:  # Kafka caps every string at int16 length, compact or not
+        raise LocalProtocolError(f"string of {len(data)} bytes exceeds int16 length")
     write_uvarint(out, len(data) + 1)
     out += data
 
