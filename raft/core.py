@@ -356,6 +356,10 @@ class Raft:
         elif t == MT.HEARTBEAT_RESP:
             pr.recent_active = True
             pr.msg_app_flow_paused = False
+            if pr.state == ProgressState.REPLICATE and pr.inflights.full():
+                # Appends may have been lost: free a slot so replication can make progress
+                # (a gap makes the follower reject, which sends us back to probing).
+                pr.inflights.free_first()
             if pr.match_index < self.log.last_index() or pr.state == ProgressState.PROBE:
                 self._send_append(m.frm)
             if m.context:
@@ -717,12 +721,9 @@ class Raft:
             self.become_follower(self.term + 1, NONE)
             return False
         cs = meta.conf_state
-        if (
-            self.id not in cs.voters
-            and self.id not in cs.learners
-            and (self.id not in cs.voters_outgoing)
-        ):
-            return False  # not for us: we are not in its configuration
+        # We may be missing from the snapshot's membership: a node added after the snapshot
+        # was taken learns of its own addition from the log entries that follow. Until then it
+        # is not a voter in its own eyes, so it cannot campaign.
         if self.log.match_term(meta.index, meta.term):
             # We already have the entries: just fast-forward the commit index.
             self.log.commit_to(meta.index)

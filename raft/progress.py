@@ -51,6 +51,10 @@ class Inflights:
         while ring and ring[0][0] <= index:
             self.bytes -= ring.popleft()[1]
 
+    def free_first(self) -> None:
+        if self.ring:
+            self.bytes -= self.ring.popleft()[1]
+
     def full(self) -> bool:
         return len(self.ring) >= self.count_max or (
             self.bytes_max > 0 and self.bytes >= self.bytes_max

@@ -67,6 +67,16 @@ class MemoryStorage:
         self._conf_state = conf_state or ConfState()
         self._ents: list[Entry] = [Entry(0, 0)]
 
+    @staticmethod
+    def bootstrap(conf_state: ConfState, index: int = 1, term: int = 1) -> MemoryStorage:
+        """A new cluster member's storage: a snapshot at (index, term) holding the initial
+        membership. Nodes added later then catch up by snapshot, so they learn the membership
+        they are joining even though no log entry ever recorded it."""
+        st = MemoryStorage(conf_state)
+        st.apply_snapshot(Snapshot(SnapshotMeta(index, term, conf_state), b""))
+        st.set_hard_state(HardState(term, 0, index))
+        return st
+
     # -- read side (LogStorage) -------------------------------------------------------------
     def initial_state(self) -> tuple[HardState, ConfState]:
         return self._hard_state, self._conf_state
