@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -209,6 +210,8 @@ class MemoryFile:
 
     def fsync(self) -> None:
         self._check("fsync")
+        if self._fs.fsync_hook is not None:
+            self._fs.fsync_hook(self.path)
         self._inode.durable = bytes(self._inode.data)
         self._inode.appended_only = True
         self._fs.fsync_count += 1
@@ -239,6 +242,8 @@ class MemoryFileSystem:
         self.fsync_count = 0
         self.write_count = 0
         self.open_handles = 0
+        # Called (from whatever thread fsyncs) before each file fsync: tests hold it there.
+        self.fsync_hook: Callable[[str], None] | None = None
 
     # Fault injection -------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ import threading
 import time
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -311,7 +311,9 @@ class PartitionLog:
             first = self.segments[0]
             if first.base_index > start_index:
                 raise CorruptLogError(first.log_path, 0, "log starts after its checkpoint")
-            if first.last_index == start_index - 1 and len(self.segments) == 1:
+            if first.empty and first.base_index == start_index:
+                first.base_offset = first.next_offset = start_offset
+            elif first.last_index == start_index - 1 and len(self.segments) == 1:
                 if first.next_offset != start_offset:
                     raise CorruptLogError(first.log_path, 0, "end offset != checkpoint")
             elif first.last_index >= start_index:
@@ -657,26 +659,31 @@ class PartitionLog:
 
     def _frames(
         self, segment: Segment, position: int, bytes_max: int
-    ) -> list[tuple[FrameHeader, memoryview]]:
-        """Verified frames from position: one read of about bytes_max (at least one frame)."""
+    ) -> Iterator[tuple[FrameHeader, memoryview]]:
+        """Verified frames from position to the segment end, read in chunks of ~bytes_max.
+
+        Each chunk is one pread into a fresh buffer; frames are memoryviews into it. The
+        caller stops iterating when its byte budget is spent.
+        """
         file = segment.handle()
-        first = segment.headers_from(position, self.config.entry_bytes_max)
-        header, _ = next(iter(first))
-        size = min(segment.size_bytes - position, max(header.length, bytes_max))
-        buffer = bytearray(size)
-        got = file.readinto(position, buffer)
-        view = memoryview(buffer)[:got]
-        frames: list[tuple[FrameHeader, memoryview]] = []
-        at = 0
-        while at < got:
-            status, decoded = decode(view, at, self.config.entry_bytes_max)
-            if status is FrameStatus.TORN and frames:
-                break  # the frame continues past this read
-            if status is not FrameStatus.VALID or decoded is None:
-                raise CorruptLogError(segment.log_path, position + at, f"frame {status.value}")
-            frames.append((decoded, view[at : at + decoded.length]))
-            at += decoded.length
-        return frames
+        chunk_bytes = max(bytes_max, HEADER_BYTES)
+        while position < segment.size_bytes:
+            header, _ = next(iter(segment.headers_from(position, self.config.entry_bytes_max)))
+            size = min(segment.size_bytes - position, max(header.length, chunk_bytes))
+            buffer = bytearray(size)
+            got = file.readinto(position, buffer)
+            view = memoryview(buffer)[:got]
+            at = 0
+            while at < got:
+                status, decoded = decode(view, at, self.config.entry_bytes_max)
+                if status is FrameStatus.TORN and at > 0:
+                    break  # the frame continues past this chunk
+                if status is not FrameStatus.VALID or decoded is None:
+                    raise CorruptLogError(segment.log_path, position + at, status.value)
+                yield decoded, view[at : at + decoded.length]
+                at += decoded.length
+            position += at
+            chunk_bytes = max(HEADER_BYTES, min(chunk_bytes, 1 << 20))
 
     def read_offsets(
         self, start_offset: int, bytes_max: int, max_offset_exclusive: int | None = None
