@@ -239,7 +239,8 @@ def default_expr(f: FieldSpec) -> str:
     if f.is_array:
         return "None" if f.default is None else "()"
     if f.struct_name is not None:
-        return f"{f.struct_name}()" if f.nullable_versions == NO_VERSIONS else "None"
+        # One shared default instance per struct: cheap `is` checks for tagged fields.
+        return f"_D_{f.struct_name}" if f.nullable_versions == NO_VERSIONS else "None"
     if f.type == "uuid":
         return "ZERO_UUID"
     return repr(f.default)
@@ -369,6 +370,9 @@ class Gen:
                 cond = f"{val} is not None" if d == "None" else f"{val}"
             elif d == "None":
                 cond = f"{val} is not None"
+            elif f.struct_name is not None:
+                # Compare with a shared default instance, not a fresh one per call.
+                cond = f"{val} is not {d} and {val} != {d}"
             else:
                 cond = f"{val} != {d}"
             lines.append(f"{ind}if {cond}:")
@@ -577,6 +581,8 @@ def emit_class(st: Struct, spec: MessageSpec, lines: list[str]) -> None:
         lines.append("")
     for f in st.fields:
         lines.append(f"    {f.attr}: {py_type(f, spec.valid_versions)} = {default_expr(f)}")
+    if not st.top:
+        lines += ["", "", f"_D_{st.name} = {st.name}()"]
     if st.top:
         name = st.name
         k = spec.kind.upper()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+import warnings
 from typing import Any
 
 import kafka.protocol
@@ -23,7 +24,9 @@ def _kafka_python_classes() -> dict[str, Any]:
     for info in pkgutil.walk_packages(kafka.protocol.__path__, "kafka.protocol."):
         if ".old" in info.name or "generate_stubs" in info.name:
             continue
-        module = importlib.import_module(info.name)
+        with warnings.catch_warnings():  # kafka-python's JSON loading uses deprecated APIs
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = importlib.import_module(info.name)
         for name in dir(module):
             obj = getattr(module, name)
             if isinstance(obj, type) and hasattr(obj, "API_KEY") and hasattr(obj, "encode"):

@@ -60,6 +60,9 @@ class ApiVersion:
     max_version: int = 0
 
 
+_D_ApiVersion = ApiVersion()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SupportedFeatureKey:
     """Struct SupportedFeatureKey of ApiVersionsResponse."""
@@ -69,6 +72,9 @@ class SupportedFeatureKey:
     max_version: int = 0
 
 
+_D_SupportedFeatureKey = SupportedFeatureKey()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FinalizedFeatureKey:
     """Struct FinalizedFeatureKey of ApiVersionsResponse."""
@@ -76,6 +82,9 @@ class FinalizedFeatureKey:
     name: str = ''
     max_version_level: int = 0
     min_version_level: int = 0
+
+
+_D_FinalizedFeatureKey = FinalizedFeatureKey()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -29,6 +29,9 @@ class CreatePartitionsAssignment:
     broker_ids: tuple[int, ...] = ()
 
 
+_D_CreatePartitionsAssignment = CreatePartitionsAssignment()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CreatePartitionsTopic:
     """Struct CreatePartitionsTopic of CreatePartitionsRequest."""
@@ -36,6 +39,9 @@ class CreatePartitionsTopic:
     name: str = ''
     count: int = 0
     assignments: tuple[CreatePartitionsAssignment, ...] | None = ()
+
+
+_D_CreatePartitionsTopic = CreatePartitionsTopic()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,6 +78,9 @@ class CreatePartitionsTopicResult:
     name: str = ''
     error_code: int = 0
     error_message: str | None = None
+
+
+_D_CreatePartitionsTopicResult = CreatePartitionsTopicResult()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

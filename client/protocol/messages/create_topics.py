@@ -32,12 +32,18 @@ class CreatableReplicaAssignment:
     broker_ids: tuple[int, ...] = ()
 
 
+_D_CreatableReplicaAssignment = CreatableReplicaAssignment()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CreatableTopicConfig:
     """Struct CreatableTopicConfig of CreateTopicsRequest."""
 
     name: str = ''
     value: str | None = ''
+
+
+_D_CreatableTopicConfig = CreatableTopicConfig()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,6 +55,9 @@ class CreatableTopic:
     replication_factor: int = 0
     assignments: tuple[CreatableReplicaAssignment, ...] = ()
     configs: tuple[CreatableTopicConfig, ...] = ()
+
+
+_D_CreatableTopic = CreatableTopic()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,6 +98,9 @@ class CreatableTopicConfigs:
     is_sensitive: bool = False
 
 
+_D_CreatableTopicConfigs = CreatableTopicConfigs()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CreatableTopicResult:
     """Struct CreatableTopicResult of CreateTopicsResponse."""
@@ -101,6 +113,9 @@ class CreatableTopicResult:
     num_partitions: int = -1
     replication_factor: int = -1
     configs: tuple[CreatableTopicConfigs, ...] | None = ()
+
+
+_D_CreatableTopicResult = CreatableTopicResult()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -54,6 +54,9 @@ class DeletableGroupResult:
     error_code: int = 0
 
 
+_D_DeletableGroupResult = DeletableGroupResult()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeleteGroupsResponse:
     """Response of api key 42, versions 0-2."""

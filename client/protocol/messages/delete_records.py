@@ -30,12 +30,18 @@ class DeleteRecordsPartition:
     offset: int = 0
 
 
+_D_DeleteRecordsPartition = DeleteRecordsPartition()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeleteRecordsTopic:
     """Struct DeleteRecordsTopic of DeleteRecordsRequest."""
 
     name: str = ''
     partitions: tuple[DeleteRecordsPartition, ...] = ()
+
+
+_D_DeleteRecordsTopic = DeleteRecordsTopic()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,12 +79,18 @@ class DeleteRecordsPartitionResult:
     error_code: int = 0
 
 
+_D_DeleteRecordsPartitionResult = DeleteRecordsPartitionResult()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeleteRecordsTopicResult:
     """Struct DeleteRecordsTopicResult of DeleteRecordsResponse."""
 
     name: str = ''
     partitions: tuple[DeleteRecordsPartitionResult, ...] = ()
+
+
+_D_DeleteRecordsTopicResult = DeleteRecordsTopicResult()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

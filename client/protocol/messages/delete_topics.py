@@ -29,6 +29,9 @@ class DeleteTopicState:
     topic_id: uuid.UUID = ZERO_UUID
 
 
+_D_DeleteTopicState = DeleteTopicState()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeleteTopicsRequest:
     """Request of api key 20, versions 1-4."""
@@ -64,6 +67,9 @@ class DeletableTopicResult:
     topic_id: uuid.UUID = ZERO_UUID
     error_code: int = 0
     error_message: str | None = None
+
+
+_D_DeletableTopicResult = DeletableTopicResult()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -60,6 +60,9 @@ class DescribeClusterBroker:
     rack: str | None = None
 
 
+_D_DescribeClusterBroker = DescribeClusterBroker()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DescribeClusterResponse:
     """Response of api key 60, versions 0-1."""

@@ -34,6 +34,9 @@ class DescribeConfigsResource:
     configuration_keys: tuple[str, ...] | None = ()
 
 
+_D_DescribeConfigsResource = DescribeConfigsResource()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DescribeConfigsRequest:
     """Request of api key 32, versions 1-4."""
@@ -70,6 +73,9 @@ class DescribeConfigsSynonym:
     source: int = 0
 
 
+_D_DescribeConfigsSynonym = DescribeConfigsSynonym()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DescribeConfigsResourceResult:
     """Struct DescribeConfigsResourceResult of DescribeConfigsResponse."""
@@ -85,6 +91,9 @@ class DescribeConfigsResourceResult:
     documentation: str | None = ''
 
 
+_D_DescribeConfigsResourceResult = DescribeConfigsResourceResult()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DescribeConfigsResult:
     """Struct DescribeConfigsResult of DescribeConfigsResponse."""
@@ -94,6 +103,9 @@ class DescribeConfigsResult:
     resource_type: int = 0
     resource_name: str = ''
     configs: tuple[DescribeConfigsResourceResult, ...] = ()
+
+
+_D_DescribeConfigsResult = DescribeConfigsResult()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

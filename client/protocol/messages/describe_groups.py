@@ -60,6 +60,9 @@ class DescribedGroupMember:
     member_assignment: bytes = b''
 
 
+_D_DescribedGroupMember = DescribedGroupMember()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DescribedGroup:
     """Struct DescribedGroup of DescribeGroupsResponse."""
@@ -71,6 +74,9 @@ class DescribedGroup:
     protocol_data: str = ''
     members: tuple[DescribedGroupMember, ...] = ()
     authorized_operations: int = -2147483648
+
+
+_D_DescribedGroup = DescribedGroup()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

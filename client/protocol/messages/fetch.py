@@ -41,6 +41,9 @@ class ReplicaState:
     replica_epoch: int = -1
 
 
+_D_ReplicaState = ReplicaState()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FetchPartition:
     """Struct FetchPartition of FetchRequest."""
@@ -54,6 +57,9 @@ class FetchPartition:
     replica_directory_id: uuid.UUID = ZERO_UUID
 
 
+_D_FetchPartition = FetchPartition()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FetchTopic:
     """Struct FetchTopic of FetchRequest."""
@@ -63,6 +69,9 @@ class FetchTopic:
     partitions: tuple[FetchPartition, ...] = ()
 
 
+_D_FetchTopic = FetchTopic()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ForgottenTopic:
     """Struct ForgottenTopic of FetchRequest."""
@@ -70,6 +79,9 @@ class ForgottenTopic:
     topic: str = ''
     topic_id: uuid.UUID = ZERO_UUID
     partitions: tuple[int, ...] = ()
+
+
+_D_ForgottenTopic = ForgottenTopic()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,7 +94,7 @@ class FetchRequest:
 
     cluster_id: str | None = None
     replica_id: int = -1
-    replica_state: ReplicaState = ReplicaState()
+    replica_state: ReplicaState = _D_ReplicaState
     max_wait_ms: int = 0
     min_bytes: int = 0
     max_bytes: int = 2147483647
@@ -116,12 +128,18 @@ class EpochEndOffset:
     end_offset: int = -1
 
 
+_D_EpochEndOffset = EpochEndOffset()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LeaderIdAndEpoch:
     """Struct LeaderIdAndEpoch of FetchResponse."""
 
     leader_id: int = -1
     leader_epoch: int = -1
+
+
+_D_LeaderIdAndEpoch = LeaderIdAndEpoch()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,12 +150,18 @@ class SnapshotId:
     epoch: int = -1
 
 
+_D_SnapshotId = SnapshotId()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AbortedTransaction:
     """Struct AbortedTransaction of FetchResponse."""
 
     producer_id: int = 0
     first_offset: int = 0
+
+
+_D_AbortedTransaction = AbortedTransaction()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,12 +173,15 @@ class PartitionData:
     high_watermark: int = 0
     last_stable_offset: int = -1
     log_start_offset: int = -1
-    diverging_epoch: EpochEndOffset = EpochEndOffset()
-    current_leader: LeaderIdAndEpoch = LeaderIdAndEpoch()
-    snapshot_id: SnapshotId = SnapshotId()
+    diverging_epoch: EpochEndOffset = _D_EpochEndOffset
+    current_leader: LeaderIdAndEpoch = _D_LeaderIdAndEpoch
+    snapshot_id: SnapshotId = _D_SnapshotId
     aborted_transactions: tuple[AbortedTransaction, ...] | None = ()
     preferred_read_replica: int = -1
     records: bytes | memoryview | None = None
+
+
+_D_PartitionData = PartitionData()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,6 +193,9 @@ class FetchableTopicResponse:
     partitions: tuple[PartitionData, ...] = ()
 
 
+_D_FetchableTopicResponse = FetchableTopicResponse()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeEndpoint:
     """Struct NodeEndpoint of FetchResponse."""
@@ -174,6 +204,9 @@ class NodeEndpoint:
     host: str = ''
     port: int = 0
     rack: str | None = None
+
+
+_D_NodeEndpoint = NodeEndpoint()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -227,7 +260,7 @@ REQUEST_SPEC = MessageSpec(
     fields=(
         FieldSpec(name='ClusterId', attr='cluster_id', type='string', versions=VersionRange(12, None), nullable_versions=VersionRange(12, None), tag=0, tagged_versions=VersionRange(12, None), ignorable=True, default=None),
         FieldSpec(name='ReplicaId', attr='replica_id', type='int32', versions=VersionRange(0, 14), default=-1),
-        FieldSpec(name='ReplicaState', attr='replica_state', type='ReplicaState', versions=VersionRange(15, None), tag=1, tagged_versions=VersionRange(15, None), default=ReplicaState(), struct_name='ReplicaState', fields=(
+        FieldSpec(name='ReplicaState', attr='replica_state', type='ReplicaState', versions=VersionRange(15, None), tag=1, tagged_versions=VersionRange(15, None), default=_D_ReplicaState, struct_name='ReplicaState', fields=(
                 FieldSpec(name='ReplicaId', attr='replica_id', type='int32', versions=VersionRange(15, None), default=-1),
                 FieldSpec(name='ReplicaEpoch', attr='replica_epoch', type='int64', versions=VersionRange(15, None), default=-1),
             )),
@@ -280,15 +313,15 @@ RESPONSE_SPEC = MessageSpec(
                         FieldSpec(name='HighWatermark', attr='high_watermark', type='int64', versions=VersionRange(0, None), default=0),
                         FieldSpec(name='LastStableOffset', attr='last_stable_offset', type='int64', versions=VersionRange(4, None), ignorable=True, default=-1),
                         FieldSpec(name='LogStartOffset', attr='log_start_offset', type='int64', versions=VersionRange(5, None), ignorable=True, default=-1),
-                        FieldSpec(name='DivergingEpoch', attr='diverging_epoch', type='EpochEndOffset', versions=VersionRange(12, None), tag=0, tagged_versions=VersionRange(12, None), default=EpochEndOffset(), struct_name='EpochEndOffset', fields=(
+                        FieldSpec(name='DivergingEpoch', attr='diverging_epoch', type='EpochEndOffset', versions=VersionRange(12, None), tag=0, tagged_versions=VersionRange(12, None), default=_D_EpochEndOffset, struct_name='EpochEndOffset', fields=(
                                 FieldSpec(name='Epoch', attr='epoch', type='int32', versions=VersionRange(12, None), default=-1),
                                 FieldSpec(name='EndOffset', attr='end_offset', type='int64', versions=VersionRange(12, None), default=-1),
                             )),
-                        FieldSpec(name='CurrentLeader', attr='current_leader', type='LeaderIdAndEpoch', versions=VersionRange(12, None), tag=1, tagged_versions=VersionRange(12, None), default=LeaderIdAndEpoch(), struct_name='LeaderIdAndEpoch', fields=(
+                        FieldSpec(name='CurrentLeader', attr='current_leader', type='LeaderIdAndEpoch', versions=VersionRange(12, None), tag=1, tagged_versions=VersionRange(12, None), default=_D_LeaderIdAndEpoch, struct_name='LeaderIdAndEpoch', fields=(
                                 FieldSpec(name='LeaderId', attr='leader_id', type='int32', versions=VersionRange(12, None), default=-1),
                                 FieldSpec(name='LeaderEpoch', attr='leader_epoch', type='int32', versions=VersionRange(12, None), default=-1),
                             )),
-                        FieldSpec(name='SnapshotId', attr='snapshot_id', type='SnapshotId', versions=VersionRange(12, None), tag=2, tagged_versions=VersionRange(12, None), default=SnapshotId(), struct_name='SnapshotId', fields=(
+                        FieldSpec(name='SnapshotId', attr='snapshot_id', type='SnapshotId', versions=VersionRange(12, None), tag=2, tagged_versions=VersionRange(12, None), default=_D_SnapshotId, struct_name='SnapshotId', fields=(
                                 FieldSpec(name='EndOffset', attr='end_offset', type='int64', versions=VersionRange(0, None), default=-1),
                                 FieldSpec(name='Epoch', attr='epoch', type='int32', versions=VersionRange(0, None), default=-1),
                             )),
@@ -990,15 +1023,15 @@ def _enc_PartitionData_v12(o: PartitionData, out: bytearray) -> None:
     out += _S_i.pack(o.preferred_read_replica)
     write_compact_nullable_bytes(out, o.records)
     tags: list[tuple[int, bytearray]] = []
-    if o.diverging_epoch != EpochEndOffset():
+    if o.diverging_epoch is not _D_EpochEndOffset and o.diverging_epoch != _D_EpochEndOffset:
         t = bytearray()
         _enc_EpochEndOffset_v12(o.diverging_epoch, t)
         tags.append((0, t))
-    if o.current_leader != LeaderIdAndEpoch():
+    if o.current_leader is not _D_LeaderIdAndEpoch and o.current_leader != _D_LeaderIdAndEpoch:
         t = bytearray()
         _enc_LeaderIdAndEpoch_v12(o.current_leader, t)
         tags.append((1, t))
-    if o.snapshot_id != SnapshotId():
+    if o.snapshot_id is not _D_SnapshotId and o.snapshot_id != _D_SnapshotId:
         t = bytearray()
         _enc_SnapshotId_v12(o.snapshot_id, t)
         tags.append((2, t))
@@ -1068,9 +1101,9 @@ def _dec_PartitionData_v12(buf: memoryview, pos: int) -> tuple[PartitionData, in
     f_preferred_read_replica, = _S_i.unpack_from(buf, pos)
     pos += 4
     f_records, pos = read_compact_records(buf, pos)
-    f_diverging_epoch: EpochEndOffset = EpochEndOffset()
-    f_current_leader: LeaderIdAndEpoch = LeaderIdAndEpoch()
-    f_snapshot_id: SnapshotId = SnapshotId()
+    f_diverging_epoch: EpochEndOffset = _D_EpochEndOffset
+    f_current_leader: LeaderIdAndEpoch = _D_LeaderIdAndEpoch
+    f_snapshot_id: SnapshotId = _D_SnapshotId
     n_tags, pos = read_tag_count(buf, pos)
     for _ in range(n_tags):
         tag, end, pos = read_tag_header(buf, pos)

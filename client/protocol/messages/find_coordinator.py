@@ -62,6 +62,9 @@ class Coordinator:
     error_message: str = ''
 
 
+_D_Coordinator = Coordinator()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FindCoordinatorResponse:
     """Response of api key 10, versions 0-3."""

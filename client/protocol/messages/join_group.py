@@ -31,6 +31,9 @@ class JoinGroupRequestProtocol:
     metadata: bytes = b''
 
 
+_D_JoinGroupRequestProtocol = JoinGroupRequestProtocol()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JoinGroupRequest:
     """Request of api key 11, versions 0-7."""
@@ -70,6 +73,9 @@ class JoinGroupResponseMember:
     member_id: str = ''
     group_instance_id: str | None = None
     metadata: bytes = b''
+
+
+_D_JoinGroupResponseMember = JoinGroupResponseMember()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

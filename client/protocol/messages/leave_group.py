@@ -30,6 +30,9 @@ class MemberIdentity:
     reason: str | None = None
 
 
+_D_MemberIdentity = MemberIdentity()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LeaveGroupRequest:
     """Request of api key 13, versions 0-4."""
@@ -64,6 +67,9 @@ class MemberResponse:
     member_id: str = ''
     group_instance_id: str | None = ''
     error_code: int = 0
+
+
+_D_MemberResponse = MemberResponse()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -57,6 +57,9 @@ class ListedGroup:
     group_type: str = ''
 
 
+_D_ListedGroup = ListedGroup()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ListGroupsResponse:
     """Response of api key 16, versions 0-4."""

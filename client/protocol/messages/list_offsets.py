@@ -35,12 +35,18 @@ class ListOffsetsPartition:
     max_num_offsets: int = 1
 
 
+_D_ListOffsetsPartition = ListOffsetsPartition()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ListOffsetsTopic:
     """Struct ListOffsetsTopic of ListOffsetsRequest."""
 
     name: str = ''
     partitions: tuple[ListOffsetsPartition, ...] = ()
+
+
+_D_ListOffsetsTopic = ListOffsetsTopic()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,12 +89,18 @@ class ListOffsetsPartitionResponse:
     leader_epoch: int = -1
 
 
+_D_ListOffsetsPartitionResponse = ListOffsetsPartitionResponse()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ListOffsetsTopicResponse:
     """Struct ListOffsetsTopicResponse of ListOffsetsResponse."""
 
     name: str = ''
     partitions: tuple[ListOffsetsPartitionResponse, ...] = ()
+
+
+_D_ListOffsetsTopicResponse = ListOffsetsTopicResponse()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -34,6 +34,9 @@ class MetadataRequestTopic:
     name: str | None = ''
 
 
+_D_MetadataRequestTopic = MetadataRequestTopic()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MetadataRequest:
     """Request of api key 3, versions 0-12."""
@@ -72,6 +75,9 @@ class MetadataResponseBroker:
     rack: str | None = None
 
 
+_D_MetadataResponseBroker = MetadataResponseBroker()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MetadataResponsePartition:
     """Struct MetadataResponsePartition of MetadataResponse."""
@@ -85,6 +91,9 @@ class MetadataResponsePartition:
     offline_replicas: tuple[int, ...] = ()
 
 
+_D_MetadataResponsePartition = MetadataResponsePartition()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MetadataResponseTopic:
     """Struct MetadataResponseTopic of MetadataResponse."""
@@ -95,6 +104,9 @@ class MetadataResponseTopic:
     is_internal: bool = False
     partitions: tuple[MetadataResponsePartition, ...] = ()
     topic_authorized_operations: int = -2147483648
+
+
+_D_MetadataResponseTopic = MetadataResponseTopic()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

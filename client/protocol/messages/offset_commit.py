@@ -35,12 +35,18 @@ class OffsetCommitRequestPartition:
     committed_metadata: str | None = ''
 
 
+_D_OffsetCommitRequestPartition = OffsetCommitRequestPartition()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OffsetCommitRequestTopic:
     """Struct OffsetCommitRequestTopic of OffsetCommitRequest."""
 
     name: str = ''
     partitions: tuple[OffsetCommitRequestPartition, ...] = ()
+
+
+_D_OffsetCommitRequestTopic = OffsetCommitRequestTopic()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,12 +87,18 @@ class OffsetCommitResponsePartition:
     error_code: int = 0
 
 
+_D_OffsetCommitResponsePartition = OffsetCommitResponsePartition()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OffsetCommitResponseTopic:
     """Struct OffsetCommitResponseTopic of OffsetCommitResponse."""
 
     name: str = ''
     partitions: tuple[OffsetCommitResponsePartition, ...] = ()
+
+
+_D_OffsetCommitResponseTopic = OffsetCommitResponseTopic()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

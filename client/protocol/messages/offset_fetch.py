@@ -32,12 +32,18 @@ class OffsetFetchRequestTopic:
     partition_indexes: tuple[int, ...] = ()
 
 
+_D_OffsetFetchRequestTopic = OffsetFetchRequestTopic()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OffsetFetchRequestTopics:
     """Struct OffsetFetchRequestTopics of OffsetFetchRequest."""
 
     name: str = ''
     partition_indexes: tuple[int, ...] = ()
+
+
+_D_OffsetFetchRequestTopics = OffsetFetchRequestTopics()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +54,9 @@ class OffsetFetchRequestGroup:
     member_id: str | None = None
     member_epoch: int = -1
     topics: tuple[OffsetFetchRequestTopics, ...] = ()
+
+
+_D_OffsetFetchRequestGroup = OffsetFetchRequestGroup()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,12 +98,18 @@ class OffsetFetchResponsePartition:
     error_code: int = 0
 
 
+_D_OffsetFetchResponsePartition = OffsetFetchResponsePartition()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OffsetFetchResponseTopic:
     """Struct OffsetFetchResponseTopic of OffsetFetchResponse."""
 
     name: str = ''
     partitions: tuple[OffsetFetchResponsePartition, ...] = ()
+
+
+_D_OffsetFetchResponseTopic = OffsetFetchResponseTopic()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,12 +123,18 @@ class OffsetFetchResponsePartitions:
     error_code: int = 0
 
 
+_D_OffsetFetchResponsePartitions = OffsetFetchResponsePartitions()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OffsetFetchResponseTopics:
     """Struct OffsetFetchResponseTopics of OffsetFetchResponse."""
 
     name: str = ''
     partitions: tuple[OffsetFetchResponsePartitions, ...] = ()
+
+
+_D_OffsetFetchResponseTopics = OffsetFetchResponseTopics()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,6 +144,9 @@ class OffsetFetchResponseGroup:
     group_id: str = ''
     topics: tuple[OffsetFetchResponseTopics, ...] = ()
     error_code: int = 0
+
+
+_D_OffsetFetchResponseGroup = OffsetFetchResponseGroup()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

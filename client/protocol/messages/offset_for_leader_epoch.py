@@ -31,12 +31,18 @@ class OffsetForLeaderPartition:
     leader_epoch: int = 0
 
 
+_D_OffsetForLeaderPartition = OffsetForLeaderPartition()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OffsetForLeaderTopic:
     """Struct OffsetForLeaderTopic of OffsetForLeaderEpochRequest."""
 
     topic: str = ''
     partitions: tuple[OffsetForLeaderPartition, ...] = ()
+
+
+_D_OffsetForLeaderTopic = OffsetForLeaderTopic()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,12 +81,18 @@ class EpochEndOffset:
     end_offset: int = -1
 
 
+_D_EpochEndOffset = EpochEndOffset()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OffsetForLeaderTopicResult:
     """Struct OffsetForLeaderTopicResult of OffsetForLeaderEpochResponse."""
 
     topic: str = ''
     partitions: tuple[EpochEndOffset, ...] = ()
+
+
+_D_OffsetForLeaderTopicResult = OffsetForLeaderTopicResult()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -32,12 +32,18 @@ class PartitionProduceData:
     records: bytes | memoryview | None = None
 
 
+_D_PartitionProduceData = PartitionProduceData()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TopicProduceData:
     """Struct TopicProduceData of ProduceRequest."""
 
     name: str = ''
     partition_data: tuple[PartitionProduceData, ...] = ()
+
+
+_D_TopicProduceData = TopicProduceData()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,12 +82,18 @@ class BatchIndexAndErrorMessage:
     batch_index_error_message: str | None = None
 
 
+_D_BatchIndexAndErrorMessage = BatchIndexAndErrorMessage()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LeaderIdAndEpoch:
     """Struct LeaderIdAndEpoch of ProduceResponse."""
 
     leader_id: int = -1
     leader_epoch: int = -1
+
+
+_D_LeaderIdAndEpoch = LeaderIdAndEpoch()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,7 +107,10 @@ class PartitionProduceResponse:
     log_start_offset: int = -1
     record_errors: tuple[BatchIndexAndErrorMessage, ...] = ()
     error_message: str | None = None
-    current_leader: LeaderIdAndEpoch = LeaderIdAndEpoch()
+    current_leader: LeaderIdAndEpoch = _D_LeaderIdAndEpoch
+
+
+_D_PartitionProduceResponse = PartitionProduceResponse()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,6 +121,9 @@ class TopicProduceResponse:
     partition_responses: tuple[PartitionProduceResponse, ...] = ()
 
 
+_D_TopicProduceResponse = TopicProduceResponse()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeEndpoint:
     """Struct NodeEndpoint of ProduceResponse."""
@@ -114,6 +132,9 @@ class NodeEndpoint:
     host: str = ''
     port: int = 0
     rack: str | None = None
+
+
+_D_NodeEndpoint = NodeEndpoint()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -194,7 +215,7 @@ RESPONSE_SPEC = MessageSpec(
                                 FieldSpec(name='BatchIndexErrorMessage', attr='batch_index_error_message', type='string', versions=VersionRange(8, None), nullable_versions=VersionRange(8, None), default=None),
                             )),
                         FieldSpec(name='ErrorMessage', attr='error_message', type='string', versions=VersionRange(8, None), nullable_versions=VersionRange(8, None), ignorable=True, default=None),
-                        FieldSpec(name='CurrentLeader', attr='current_leader', type='LeaderIdAndEpoch', versions=VersionRange(10, None), tag=0, tagged_versions=VersionRange(10, None), default=LeaderIdAndEpoch(), struct_name='LeaderIdAndEpoch', fields=(
+                        FieldSpec(name='CurrentLeader', attr='current_leader', type='LeaderIdAndEpoch', versions=VersionRange(10, None), tag=0, tagged_versions=VersionRange(10, None), default=_D_LeaderIdAndEpoch, struct_name='LeaderIdAndEpoch', fields=(
                                 FieldSpec(name='LeaderId', attr='leader_id', type='int32', versions=VersionRange(10, None), default=-1),
                                 FieldSpec(name='LeaderEpoch', attr='leader_epoch', type='int32', versions=VersionRange(10, None), default=-1),
                             )),

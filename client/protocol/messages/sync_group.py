@@ -30,6 +30,9 @@ class SyncGroupRequestAssignment:
     assignment: bytes = b''
 
 
+_D_SyncGroupRequestAssignment = SyncGroupRequestAssignment()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SyncGroupRequest:
     """Request of api key 14, versions 0-5."""
