@@ -47,7 +47,9 @@ class Config:
     check_quorum: bool = True
     #: Source of the election jitter. Seed it for reproducible runs.
     rng: random.Random = field(default_factory=lambda: random.Random(0))
-    #: Index already applied by the state machine when the node starts (restart).
+    #: Index already applied by the state machine when the node starts (restart). If storage
+    #: holds a snapshot past it, the driver must load that snapshot into the state machine
+    #: first and pass its index here: entries before the log start cannot be handed out again.
     applied_index: int = 0
     logger: Logger | None = None
 

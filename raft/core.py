@@ -285,7 +285,14 @@ class Raft:
                     and self.election_elapsed < self.election_timeout
                 )
                 if in_lease and not force:
-                    return  # leader stickiness: we heard from a leader recently
+                    # Leader stickiness: we heard from a leader within the election timeout.
+                    if self.logger is not None:
+                        self._info(
+                            f"ignores {m.type.name} from {m.frm} at term {m.term}: lease "
+                            f"not expired (remaining ticks: "
+                            f"{self.election_timeout - self.election_elapsed})"
+                        )
+                    return
             if m.type == MT.PRE_VOTE or (m.type == MT.PRE_VOTE_RESP and not m.reject):
                 pass  # pre-votes are about a future term; they change nobody's term
             elif m.type in (MT.APP, MT.HEARTBEAT, MT.SNAP):

@@ -163,6 +163,13 @@ class Sim:
     def _start(self, node_id: int) -> None:
         node = self.nodes[node_id]
         node.incarnation += 1
+        snap = node.storage.snapshot()
+        if snap.meta.index > node.applied_index:
+            # The disk holds a snapshot the state machine never loaded (crash in between):
+            # recovery starts the state machine from it, as a real driver must.
+            node.applied = list(self.snapshots[snap.data])
+            node.applied_index = snap.meta.index
+            node.conf_state = snap.meta.conf_state
         p = self.profile
         cfg = Config(
             node_id=node_id,
