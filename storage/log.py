@@ -247,7 +247,7 @@ class PartitionLog:
         cut_position: int | None = None
         for slot, base in enumerate(bases):
             previous = self.segments[-1] if self.segments else None
-            segment = Segment(self.fs, self.directory, base, 0, self.clock_ms())
+            segment = self._new_segment(base, 0)
             if previous is not None:
                 segment.base_offset = segment.next_offset = previous.next_offset
             last = slot == len(bases) - 1
@@ -271,7 +271,7 @@ class PartitionLog:
             if not last:
                 segment.sealed = True
             if trusted:
-                segment.close_handle()
+                segment.release()
             self.segments.append(segment)
             if segment.size_bytes < file_bytes and not last:
                 # A sealed segment with a torn tail was never fully flushed: nothing after
@@ -492,8 +492,14 @@ class PartitionLog:
         self._create_segment(active.last_index + 1, active.next_offset)
         self._remember_open(active)
 
+    def _new_segment(self, base_index: int, base_offset: int) -> Segment:
+        return Segment(
+            self.fs, self.directory, base_index, base_offset, self.clock_ms(),
+            self.config.index_interval_bytes, self.config.entry_bytes_max,
+        )  # fmt: skip
+
     def _create_segment(self, base_index: int, base_offset: int) -> None:
-        segment = Segment(self.fs, self.directory, base_index, base_offset, self.clock_ms())
+        segment = self._new_segment(base_index, base_offset)
         segment.file = self.fs.open(segment.log_path, create=True)
         assert segment.file.size() == 0, f"{segment.log_path} already exists"
         with self._state_lock:
@@ -572,7 +578,7 @@ class PartitionLog:
                     break
                 candidate = self._open_sealed[base]
                 if not candidate.unsynced and candidate.syncing == 0:
-                    candidate.close_handle()
+                    candidate.release()
                     del self._open_sealed[base]
 
     def term_at(self, index: int) -> int:

@@ -55,6 +55,8 @@ class Segment:
         base_index: int,
         base_offset: int,
         created_ms: int,
+        index_interval_bytes: int = 4096,
+        entry_bytes_max: int = 1 << 24,
     ) -> None:
         self.fs = fs
         self.directory = directory
@@ -66,7 +68,10 @@ class Segment:
         self.created_ms = created_ms
         self.last_append_ms = created_ms
         self.term_runs: list[tuple[int, int]] = []  # (first_index, term), terms increasing
-        self.index = SparseIndex(base_index)
+        self.index_interval_bytes = index_interval_bytes
+        self.entry_bytes_max = entry_bytes_max
+        # None while a sealed segment is closed (LRU): index memory stays bounded.
+        self._index: SparseIndex | None = SparseIndex(base_index)
         self.bytes_since_index_entry = 0
         self.sealed = False
         self.file: File | None = None
@@ -85,6 +90,32 @@ class Segment:
     @property
     def empty(self) -> bool:
         return self.last_index < self.base_index
+
+    @property
+    def index(self) -> SparseIndex:
+        if self._index is None:
+            self._reload_index()
+        assert self._index is not None
+        return self._index
+
+    @index.setter
+    def index(self, value: SparseIndex) -> None:
+        self._index = value
+
+    def _reload_index(self) -> None:
+        """Bring back the sparse index of a sealed segment from its file (or a re-scan)."""
+        assert self.sealed
+        size_bytes = self.size_bytes
+        if not self.load_index_file(size_bytes):
+            self.scan(self.index_interval_bytes, self.entry_bytes_max)
+            if self.size_bytes != size_bytes:
+                raise CorruptLogError(self.log_path, self.size_bytes, "segment shrank")
+
+    def release(self) -> None:
+        """Close the file and, for a sealed segment, drop the in-memory sparse index."""
+        self.close_handle()
+        if self.sealed:
+            self._index = None
 
     def handle(self) -> File:
         if self.file is None:

@@ -18,7 +18,7 @@ import random
 import struct
 from dataclasses import dataclass, replace
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -203,6 +203,7 @@ class LogMachine(RuleBasedStateMachine):
         extra = tuple(e for e in current.entries if e.index > durable.last_index)[:survivors]
         assert len(extra) == survivors, "entries appeared that were never written"
         self.current = self.durable = replace(durable, entries=durable.entries + extra)
+        event(f"crash: torn={tear}, unsynced entries kept={'some' if survivors else 'none'}")
 
     @precondition(lambda self: self.current.entries)
     @rule(data=st.data(), bytes_max=st.integers(1, 400))

@@ -6,6 +6,8 @@ crash or a bad disk would, reopens, and checks what the log serves and reports.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from storage import (
@@ -109,8 +111,8 @@ def test_missing_and_stale_indexes_are_rebuilt() -> None:
     stale = paths[1].replace(".log", ".index")
     log = open_log(fs)
     segment = log.segments[1]
-    segment.size_bytes -= 1
-    fs.write_bytes(stale, segment.index.encode(segment.summary()))
+    summary = replace(segment.summary(), log_bytes=segment.size_bytes - 1)
+    fs.write_bytes(stale, segment.index.encode(summary))
     log.close()
     fs.remove(paths[0].replace(".log", ".index"))
     log = open_log(fs)
@@ -198,3 +200,35 @@ def test_empty_directory_and_real_filesystem_round_trip(tmp_path: object) -> Non
     assert bytes(batches[0][16:]) == payload_for(10)[16:]
     log.close()
     assert DIRECTORY  # the memory tests' directory is unrelated to tmp_path
+
+
+def test_torn_crashes_keep_a_prefix_of_the_unsynced_entries() -> None:
+    """Across seeds, a crash that tears the unsynced tail leaves the synced entries plus
+    a prefix of the unsynced ones, each byte-exact, and the next open cuts the rest."""
+    import random
+
+    kept_some = 0
+    for seed in range(60):
+        fs = MemoryFileSystem()
+        log = open_log(fs, segment_bytes_max=1 << 20)
+        log.append(data_entries(1, 5))
+        log.sync()
+        log.append(data_entries(6, 10))
+        fs.crash(tear=True, rng=random.Random(seed))
+        log = open_log(fs, segment_bytes_max=1 << 20)
+        assert 5 <= log.last_index <= 15
+        kept_some += log.last_index > 5
+        assert log.log_end_offset == 2 * log.last_index
+        log.close()
+        assert _indexes_of(fs) == list(range(1, log.last_index + 1))
+    assert kept_some > 10
+
+
+def _indexes_of(fs: MemoryFileSystem) -> list[int]:
+    log = open_log(fs, segment_bytes_max=1 << 20)
+    assert log.recovery is not None
+    assert log.recovery.bytes_cut == 0  # the first open already cut the torn tail
+    entries = log.read_entries(1, log.last_index + 1, 1 << 20)
+    assert all(bytes(e.payload) == payload_for(e.index) for e in entries)
+    log.close()
+    return [e.index for e in entries]
