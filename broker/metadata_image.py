@@ -205,7 +205,7 @@ def _create_topic(
         return image, ApplyResult(ErrorCode.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists")
     problem = validate_topic_name(name)
     if problem:
-        return image, ApplyResult(ErrorCode.INVALID_TOPIC_EXCEPTION, problem)
+        return image, ApplyResult(ErrorCode.INVALID_TOPIC, problem)
     topic_id = uuid.UUID(bytes=bytes(record["topic_id"]))
     group_id = image.next_group_id
     partitions = []

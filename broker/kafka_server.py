@@ -1,0 +1,219 @@
+"""The Kafka listener: one asyncio task pair per client connection around the sans-I/O codec.
+
+Each connection has a reader that feeds bytes to `ServerConnection` and starts one
+handler task per decoded request, so requests for different partitions proceed
+concurrently (a long-polling Fetch does not hold up a Produce behind it on another
+connection, and on the same connection pipelined requests overlap). A writer sends the
+responses strictly in request order, as Kafka clients require, by awaiting the handler
+tasks in the order their requests arrived.
+
+Bounds: at most `inflight_requests_per_connection_max` requests per connection are being
+handled (the reader stops reading until one finishes: back-pressure on the socket), at
+most `connections_max` connections (more are closed at once), and no frame above
+`frame_bytes_max`. Bad bytes close only their connection; the node lives on.
+
+acks=0 Produce requests get no response (Kafka's rule); the handler returns None.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from client.protocol.api_keys import ApiKey, api_versions_unsupported_response
+from client.protocol.connection import RequestReceived, ServerConnection, UnsupportedRequest
+from client.protocol.exceptions import ProtocolError
+from client.protocol.headers import RequestHeader
+
+log = logging.getLogger("raftka.kafka")
+
+READ_CHUNK_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    header: RequestHeader
+    client_host: str
+    listener_name: str
+    frame_bytes: int
+
+    @property
+    def version(self) -> int:
+        return self.header.request_api_version
+
+    @property
+    def client_id(self) -> str:
+        return self.header.client_id or ""
+
+
+Handler = Callable[[Any, RequestContext], Awaitable[Any]]
+
+
+class KafkaServer:
+    """Accepts Kafka clients on one listener and dispatches requests to `handlers`."""
+
+    def __init__(
+        self,
+        listener_name: str,
+        host: str,
+        port: int,
+        handlers: dict[int, Handler],
+        frame_bytes_max: int,
+        connections_max: int,
+        inflight_max: int,
+        on_request: Callable[[int, int, int, float], None] | None = None,
+    ) -> None:
+        self.listener_name = listener_name
+        self.host = host
+        self.port = port
+        self.handlers = handlers
+        self.frame_bytes_max = frame_bytes_max
+        self.connections_max = connections_max
+        self.inflight_max = inflight_max
+        self.on_request = on_request
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self.connections_refused = 0
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._accept, self.host, self.port, limit=READ_CHUNK_BYTES
+        )
+        sock = self._server.sockets[0].getsockname()
+        self.port = sock[1]
+
+    async def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def stop(self) -> None:
+        await self.stop_accepting()
+        for task in list(self._connections):
+            task.cancel()
+        for task in list(self._connections):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= self.connections_max:
+            self.connections_refused += 1
+            writer.close()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        peer = writer.get_extra_info("peername")
+        host = peer[0] if peer else ""
+        try:
+            await self._serve(reader, writer, host)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str
+    ) -> None:
+        conn = ServerConnection(self.frame_bytes_max)
+        queue: asyncio.Queue[tuple[RequestContext, asyncio.Task[Any]] | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(self.inflight_max)
+        writer_task = asyncio.create_task(self._write_loop(conn, writer, queue, slots))
+        try:
+            while not writer_task.done():
+                data = await reader.read(READ_CHUNK_BYTES)
+                if not data:
+                    break
+                try:
+                    events = conn.receive_data(data)
+                except ProtocolError as error:
+                    log.info("closing connection from %s: %s", host, error)
+                    break
+                for event in events:
+                    if isinstance(event, UnsupportedRequest):
+                        if not event.answerable:
+                            log.info("closing connection from %s: %s", host, event.reason)
+                            await queue.put(None)
+                            await writer_task
+                            return
+                        ctx = RequestContext(event.header, host, self.listener_name, 0)
+                        await slots.acquire()
+                        await queue.put(
+                            (ctx, asyncio.create_task(_const(api_versions_unsupported_response())))
+                        )
+                        continue
+                    await slots.acquire()
+                    ctx = RequestContext(event.header, host, self.listener_name, event.frame_bytes)
+                    task = asyncio.create_task(self._handle(event, ctx))
+                    await queue.put((ctx, task))
+        finally:
+            if not writer_task.done():
+                await queue.put(None)
+                with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                    await writer_task
+
+    async def _handle(self, event: RequestReceived, ctx: RequestContext) -> Any:
+        handler = self.handlers.get(ctx.header.request_api_key)
+        if handler is None:  # decodable but not wired: a bug of ours, never the client's
+            raise RuntimeError(f"no handler for api key {ctx.header.request_api_key}")
+        return await handler(event.body, ctx)
+
+    async def _write_loop(
+        self,
+        conn: ServerConnection,
+        writer: asyncio.StreamWriter,
+        queue: asyncio.Queue[tuple[RequestContext, asyncio.Task[Any]] | None],
+        slots: asyncio.Semaphore,
+    ) -> None:
+        while True:
+            item = await queue.get()
+            if item is None:
+                return
+            ctx, task = item
+            started = time.perf_counter()
+            try:
+                body = await task
+            except Exception:
+                log.exception(
+                    "handler failed api=%s version=%d; closing connection",
+                    _api_name(ctx.header.request_api_key),
+                    ctx.version,
+                )
+                writer.close()
+                return
+            finally:
+                slots.release()
+            if body is None:
+                continue  # acks=0 produce: no response
+            data = conn.send_response(ctx.header, body)
+            writer.write(data)
+            if self.on_request is not None:
+                self.on_request(
+                    ctx.header.request_api_key,
+                    ctx.version,
+                    len(data),
+                    time.perf_counter() - started,
+                )
+            if writer.transport.get_write_buffer_size() > 4 * READ_CHUNK_BYTES:
+                await writer.drain()
+
+
+async def _const(value: Any) -> Any:
+    return value
+
+
+def _api_name(key: int) -> str:
+    try:
+        return ApiKey(key).name
+    except ValueError:
+        return str(key)

@@ -1,0 +1,301 @@
+"""A Kafka partition replica: Kafka's semantics on top of one Raft group and its log.
+
+The partition is the Raft group's state machine. Its log *is* the Raft log: a produced
+record batch becomes one DATA entry, appended and replicated by Raft, and stamped with its
+Kafka base offset and leader epoch only when served. So:
+
+- the **leader epoch** is the group's Raft term (Kafka's generation clock);
+- the **high watermark** is the Raft commit index translated to a Kafka offset, on the
+  leader and on every follower (followers learn the commit index from append and
+  heartbeat messages); it never goes backwards;
+- a **new leader** serves reads and accepts writes only once it has committed an entry of
+  its own term (the no-op it appends on election): before that its commit index may lag
+  the old leader's, and clients would see the high watermark move back;
+- **acks=all** answers when the entry is committed (replicated to a quorum, each of which
+  fsynced it); **acks=1** when the leader's own log holds it durably; acks=0 never.
+  A leader that loses leadership before commit fails its waiting produces with
+  NOT_LEADER_OR_FOLLOWER: the entry's fate is then unknown (it may still commit under the
+  next leader), which is Kafka's contract for that error too.
+
+Idempotent producers are checked here against `ProducerStateTable`, which every replica
+folds committed batches into, so a retry is recognised by whoever leads next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from broker.producer_state import ProducerStateTable, Verdict
+from broker.raft_driver import RaftDriver, RaftGroup
+from client.protocol.errors import ErrorCode
+from raft.errors import ProposalDropped
+from raft.types import Entry, EntryKind, Role, Snapshot, SoftState
+from storage.errors import OffsetOutOfRangeError
+from storage.log import PartitionLog, ReadResult
+
+log = logging.getLogger("raftka.partition")
+
+# Record batch v2 header fields the partition reads (see client.protocol.records).
+_PRODUCER = struct.Struct(">qhi")  # producerId @43, producerEpoch @51, baseSequence @53
+_MAX_TIMESTAMP = struct.Struct(">q")  # maxTimestamp @35
+_LAST_OFFSET_DELTA = struct.Struct(">i")  # @23
+_ATTRIBUTES = struct.Struct(">h")  # @21
+_BATCH_HEADER_BYTES = 61
+
+
+class PartitionError(Exception):
+    """A produce or fetch that fails with a Kafka error code."""
+
+    def __init__(self, code: ErrorCode, message: str = "") -> None:
+        super().__init__(message or code.name)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class AppendOutcome:
+    base_offset: int
+    log_start_offset: int
+
+
+@dataclass(slots=True)
+class _Inflight:
+    term: int
+    future: asyncio.Future[int]
+
+
+class Partition:
+    """One hosted replica of `topic`-`index`. See the module docstring."""
+
+    def __init__(
+        self,
+        topic: str,
+        index: int,
+        group_id: int,
+        replicas: tuple[int, ...],
+        log: PartitionLog,
+        driver: RaftDriver,
+        on_change: Callable[[Partition], None],
+    ) -> None:
+        self.topic = topic
+        self.index = index
+        self.group_id = group_id
+        self.replicas = replicas
+        self.log = log
+        self.driver = driver
+        self.on_change = on_change
+        self.group: RaftGroup | None = None
+        self.producers = ProducerStateTable()
+        self.high_watermark = 0
+        self.leader_id = 0
+        self.leader_epoch = 0
+        #: True on the leader once an entry of its own term is committed (see module doc).
+        self.leader_ready = False
+        self._inflight: dict[int, _Inflight] = {}
+        self._applied_index = 0
+        self._rebuild_producer_state()
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.topic, self.index)
+
+    @property
+    def is_leader(self) -> bool:
+        return self.group is not None and self.group.is_leader and self.leader_ready
+
+    @property
+    def log_end_offset(self) -> int:
+        return self.log.log_end_offset
+
+    @property
+    def log_start_offset(self) -> int:
+        return self.log.log_start_offset
+
+    def _rebuild_producer_state(self) -> None:
+        """Fold the idempotent batches of the log into the producer table.
+
+        Only batch headers are read; entries beyond the commit index are folded too,
+        which is safe because a later suffix truncation only ever removes batches the
+        producer was never told succeeded, and the table keeps just the last five.
+        """
+        log = self.log
+        index = log.first_index
+        while index <= log.last_index:
+            entries = log.read_entries(index, log.last_index + 1, 4 << 20)
+            for entry in entries:
+                if entry.kind == EntryKind.DATA:
+                    self._fold(entry.payload, log.offset_for_index(entry.index))
+            index = entries[-1].index + 1
+
+    def _fold(self, batch: bytes | memoryview, base_offset: int) -> None:
+        if len(batch) < _BATCH_HEADER_BYTES:
+            return
+        producer_id, epoch, first_seq = _PRODUCER.unpack_from(batch, 43)
+        if producer_id < 0:
+            return
+        count = _LAST_OFFSET_DELTA.unpack_from(batch, 23)[0] + 1
+        timestamp_ms = _MAX_TIMESTAMP.unpack_from(batch, 35)[0]
+        self.producers.apply_batch(producer_id, epoch, first_seq, base_offset, count, timestamp_ms)
+
+    # -- the state machine side (called by the driver) ------------------------------------
+    def on_soft_state(self, soft: SoftState, term: int) -> None:
+        was_leader = self.leader_id == self.driver.node_id
+        self.leader_id = soft.leader_id
+        if soft.role == Role.LEADER:
+            self.leader_epoch = term
+        if soft.role != Role.LEADER:
+            self.leader_ready = False
+            if was_leader or self._inflight:
+                self._fail_inflight(ErrorCode.NOT_LEADER_OR_FOLLOWER)
+                self.producers.clear_pending()
+        self.on_change(self)
+
+    def apply(self, entries: list[Entry]) -> None:
+        group = self.group
+        assert group is not None
+        term = group.term
+        for entry in entries:
+            if entry.kind == EntryKind.DATA:
+                offset = self.log.offset_for_index(entry.index)
+                self._fold(entry.data, offset)
+                waiting = self._inflight.pop(entry.index, None)
+                if waiting is not None and not waiting.future.done():
+                    if waiting.term == entry.term:
+                        waiting.future.set_result(offset)
+                    else:
+                        waiting.future.set_exception(
+                            PartitionError(ErrorCode.NOT_LEADER_OR_FOLLOWER)
+                        )
+            if entry.term == term and group.is_leader and not self.leader_ready:
+                self.leader_ready = True
+                self.leader_epoch = term
+        self._applied_index = entries[-1].index
+        hwm = self.log.offset_for_index(self._applied_index + 1)
+        if hwm > self.high_watermark:
+            self.high_watermark = hwm
+        self.on_change(self)
+
+    def apply_snapshot(self, snapshot: Snapshot, state: bytes) -> None:
+        import msgpack
+
+        self._applied_index = snapshot.meta.index
+        self.high_watermark = max(self.high_watermark, self.log.log_start_offset)
+        self.producers = (
+            ProducerStateTable.from_snapshot(msgpack.unpackb(state))
+            if state
+            else ProducerStateTable()
+        )
+        self.on_change(self)
+
+    def snapshot_state(self) -> bytes:
+        import msgpack
+
+        return bytes(msgpack.packb(self.producers.to_snapshot()))
+
+    def _fail_inflight(self, code: ErrorCode) -> None:
+        inflight, self._inflight = self._inflight, {}
+        for waiting in inflight.values():
+            if not waiting.future.done():
+                waiting.future.set_exception(PartitionError(code))
+
+    def close(self) -> None:
+        self._fail_inflight(ErrorCode.NOT_LEADER_OR_FOLLOWER)
+
+    # -- the Kafka side -------------------------------------------------------------------
+    async def produce(self, batch: bytes, acks: int, timeout_ms: int) -> AppendOutcome:
+        """Append one validated record batch; see the module docstring for acks."""
+        group = self.group
+        if group is None or not self.is_leader:
+            raise PartitionError(ErrorCode.NOT_LEADER_OR_FOLLOWER)
+        producer_id, epoch, first_seq = _PRODUCER.unpack_from(batch, 43)
+        count = _LAST_OFFSET_DELTA.unpack_from(batch, 23)[0] + 1
+        if producer_id >= 0:
+            decision = self.producers.check(producer_id, epoch, first_seq, count)
+            if decision.verdict is Verdict.DUPLICATE:
+                assert decision.duplicate_of is not None
+                if decision.duplicate_of.base_offset >= 0:
+                    return AppendOutcome(decision.duplicate_of.base_offset, self.log_start_offset)
+                # The original is still in flight: it is not appended again, and the retry
+                # learns its fate (this is what a timed-out client retry looks like).
+                raise PartitionError(
+                    ErrorCode.REQUEST_TIMED_OUT, "the original batch is still in flight"
+                )
+            if decision.verdict is Verdict.OUT_OF_ORDER_SEQUENCE:
+                raise PartitionError(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER, decision.message)
+            if decision.verdict is Verdict.INVALID_PRODUCER_EPOCH:
+                raise PartitionError(ErrorCode.INVALID_PRODUCER_EPOCH, decision.message)
+            timestamp_ms = _MAX_TIMESTAMP.unpack_from(batch, 35)[0]
+            self.producers.add_pending(producer_id, epoch, first_seq, count, timestamp_ms)
+        try:
+            index, term = await self.driver.propose(group, [batch])
+        except ProposalDropped as error:
+            self.producers.clear_pending()
+            raise PartitionError(ErrorCode.NOT_LEADER_OR_FOLLOWER, str(error)) from None
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._inflight[index] = _Inflight(term, future)
+        if acks == 1:
+            future.add_done_callback(_consume_exception)
+            await self.driver.wait_persisted(group, index)
+            if group.removed or self.log.last_index < index or self.log.term_at(index) != term:
+                raise PartitionError(ErrorCode.NOT_LEADER_OR_FOLLOWER)
+            return AppendOutcome(self.log.offset_for_index(index), self.log_start_offset)
+        if acks == 0:
+            future.add_done_callback(_consume_exception)
+            return AppendOutcome(-1, self.log_start_offset)
+        try:
+            offset = await asyncio.wait_for(asyncio.shield(future), timeout_ms / 1000)
+        except TimeoutError:
+            future.add_done_callback(_consume_exception)
+            raise PartitionError(
+                ErrorCode.REQUEST_TIMED_OUT, "not committed within the timeout"
+            ) from None
+        return AppendOutcome(offset, self.log_start_offset)
+
+    def read(self, offset: int, bytes_max: int, committed_only: bool = True) -> ReadResult:
+        """Record batches from `offset`, up to the high watermark."""
+        limit = self.high_watermark if committed_only else self.log_end_offset
+        if offset > limit:
+            raise PartitionError(ErrorCode.OFFSET_OUT_OF_RANGE, f"offset {offset} is past {limit}")
+        try:
+            return self.log.read_offsets(offset, bytes_max, limit)
+        except OffsetOutOfRangeError as error:
+            raise PartitionError(ErrorCode.OFFSET_OUT_OF_RANGE, str(error)) from None
+
+    def delete_records_before(self, offset: int) -> int:
+        """DeleteRecords on this replica: drop whole entries below `offset` (storage thread).
+
+        The log starts at a batch boundary, so the new log start offset is the base offset
+        of the batch holding `offset`; it is returned as the low watermark.
+        """
+        log = self.log
+        index = log.index_for_offset(offset) if offset < log.log_end_offset else log.last_index + 1
+        index = min(index, self._applied_index + 1)
+        if index > log.first_index:
+            log.truncate_prefix(index)
+        return log.log_start_offset
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        """OffsetForLeaderEpoch: (largest epoch <= `epoch`, the offset where it ended)."""
+        log = self.log
+        if epoch >= self.leader_epoch:
+            return self.leader_epoch, self.log_end_offset
+        lo, hi = log.first_index, log.last_index + 1
+        # Terms never decrease along the log: find the first index whose term exceeds epoch.
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if log.term_at(mid) <= epoch:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == log.first_index:
+            return -1, -1
+        return log.term_at(lo - 1), log.offset_for_index(lo)
+
+
+def _consume_exception(future: asyncio.Future[int]) -> None:
+    if not future.cancelled():
+        future.exception()

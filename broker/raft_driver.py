@@ -1,0 +1,340 @@
+"""The only place where asyncio meets the Raft core: one scheduler drives every group.
+
+Each Raft group (group 0 for metadata, one per hosted partition replica) is a pure
+`RawNode` plus its durable storage and a state machine. The driver feeds them time
+(one timer ticks every group), peer messages (from the transport) and proposals, and
+runs the Ready loop of `raft.ready` for all of them together, once per loop turn:
+
+1. collect a Ready from every group that has one;
+2. persist all of them in ONE call on a dedicated storage thread: append entries, save
+   term/vote, then fsync each written log once (group commit across partitions: every
+   append that arrived while the previous fsync ran is covered by this one). The event
+   loop keeps serving clients meanwhile;
+3. send their messages (the transport batches them per peer into one frame);
+4. apply their committed entries (the state machines resolve produce futures, move high
+   watermarks, apply metadata records);
+5. advance them, and go round again if more work arrived.
+
+Messages that promise durability (vote grants, append acks) are handed out by the core
+only in the Ready whose state they depend on, and step 3 runs after step 2, so no such
+promise leaves this node before the fsync that backs it (Raft thesis 3.8).
+
+The storage thread is single: writes of one group stay ordered, and the driver never
+hands a group to it twice at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from broker.raft_storage import RaftLogStorage
+from raft.errors import RaftError
+from raft.messages import Message
+from raft.raw_node import RawNode
+from raft.ready import Ready
+from raft.types import Entry, Role, Snapshot, SoftState
+
+log = logging.getLogger("raftka.raft")
+_T = TypeVar("_T")
+
+#: Messages held for a group while its Ready is persisted (more are dropped; Raft retries).
+DEFERRED_MESSAGES_MAX = 10_000
+
+
+class StateMachine(Protocol):
+    """What a group's owner (a partition or the metadata controller) implements."""
+
+    def on_soft_state(self, soft: SoftState, term: int) -> None: ...
+
+    def apply(self, entries: list[Entry]) -> None: ...
+
+    def apply_snapshot(self, snapshot: Snapshot, state: bytes) -> None: ...
+
+
+class Transport(Protocol):
+    def send(self, peer_id: int, group_id: int, payload: Any) -> None: ...
+
+
+@dataclass(eq=False, slots=True)
+class RaftGroup:
+    group_id: int
+    node: RawNode
+    storage: RaftLogStorage
+    machine: StateMachine
+    peers: tuple[int, ...]
+    #: Set while its Ready is being persisted: the group must not be touched then.
+    busy: bool = False
+    removed: bool = False
+    persisted_index: int = 0
+    #: Futures of callers waiting for the local log to grow (acks=1).
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    #: Inputs that arrived while busy: the core must not be stepped between ready() and
+    #: advance(), so they run right after advance().
+    deferred: list[Message] = field(default_factory=list)
+    idle_waiters: list[asyncio.Future[None]] = field(default_factory=list)
+
+    @property
+    def term(self) -> int:
+        return self.node.raft.term
+
+    @property
+    def is_leader(self) -> bool:
+        return self.node.raft.role == Role.LEADER
+
+    @property
+    def leader_id(self) -> int:
+        return self.node.raft.lead
+
+    @property
+    def commit_index(self) -> int:
+        return self.node.raft.log.committed
+
+
+class RaftDriver:
+    """Runs the Ready loop for every group on this node. See the module docstring."""
+
+    def __init__(
+        self,
+        node_id: int,
+        transport: Transport,
+        tick_ms: int,
+        on_fsync: Callable[[float], None] | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.transport = transport
+        self.tick_ms = tick_ms
+        self.on_fsync = on_fsync
+        self.groups: dict[int, RaftGroup] = {}
+        self._dirty: set[RaftGroup] = set()
+        self._wake = asyncio.Event()
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raft-storage")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self.elections = 0
+        self.dropped_inbound = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._ready_loop(), name="raft-ready"),
+            asyncio.create_task(self._tick_loop(), name="raft-tick"),
+        ]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._io.shutdown(wait=True)
+
+    # -- groups ---------------------------------------------------------------------------
+    def add_group(self, group: RaftGroup) -> None:
+        assert group.group_id not in self.groups, group.group_id
+        group.persisted_index = group.storage.last_index()
+        self.groups[group.group_id] = group
+        self.mark(group)
+
+    async def remove_group(self, group_id: int) -> RaftGroup | None:
+        group = self.groups.pop(group_id, None)
+        if group is None:
+            return None
+        group.removed = True
+        self._dirty.discard(group)
+        for fut in group.waiters + group.idle_waiters:
+            if not fut.done():
+                fut.set_result(None)
+        # Let any persist in flight finish before the caller closes the files.
+        await asyncio.get_running_loop().run_in_executor(self._io, lambda: None)
+        return group
+
+    def mark(self, group: RaftGroup) -> None:
+        self._dirty.add(group)
+        self._wake.set()
+
+    # -- inputs ---------------------------------------------------------------------------
+    def step(self, from_id: int, group_id: int, payload: Any) -> None:
+        """An inbound message from the transport."""
+        group = self.groups.get(group_id)
+        if group is None:
+            self.dropped_inbound += 1  # not (yet) hosted here; Raft retries
+            return
+        try:
+            message = Message.from_wire(payload)
+            if message.frm != from_id:
+                raise RaftError(f"message claims sender {message.frm} on node {from_id}'s link")
+            if group.busy:
+                if len(group.deferred) >= DEFERRED_MESSAGES_MAX:
+                    self.dropped_inbound += 1
+                    return
+                group.deferred.append(message)
+                return
+            group.node.step(message)
+        except RaftError as error:
+            log.warning("dropped raft message group=%d from=%d: %s", group_id, from_id, error)
+            return
+        self.mark(group)
+
+    async def propose(self, group: RaftGroup, datas: list[bytes]) -> tuple[int, int]:
+        """Append data entries on the leader; returns (last index, term). Raises ProposalDropped.
+
+        Waits while the group's previous Ready is being persisted: those entries could
+        not join that fsync anyway, and the core must not be stepped meanwhile.
+        """
+        await self.until_idle(group)
+        node = group.node
+        node.propose_many(datas)
+        self.mark(group)
+        return node.raft.log.last_index(), node.raft.term
+
+    async def run_storage(self, fn: Callable[[], _T]) -> _T:
+        """Run `fn` on the storage thread, ordered with every persist."""
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn)
+
+    async def until_idle(self, group: RaftGroup) -> None:
+        while group.busy and not group.removed:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            group.idle_waiters.append(fut)
+            await fut
+
+    def campaign(self, group: RaftGroup) -> None:
+        assert not group.busy
+        group.node.campaign()
+        self.mark(group)
+
+    def transfer_leadership(self, group: RaftGroup, to: int) -> None:
+        assert not group.busy
+        group.node.transfer_leadership(to)
+        self.mark(group)
+
+    def report_unreachable(self, peer_id: int) -> None:
+        for group in self.groups.values():
+            if peer_id in group.peers and not group.busy:
+                group.node.report_unreachable(peer_id)
+                self.mark(group)
+
+    async def wait_persisted(self, group: RaftGroup, index: int) -> None:
+        """Resolve once the local log holds `index` durably (acks=1 uses it)."""
+        while group.persisted_index < index and not group.removed:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            group.waiters.append(fut)
+            await fut
+
+    # -- the loops ------------------------------------------------------------------------
+    async def _tick_loop(self) -> None:
+        interval_s = self.tick_ms / 1000
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while not self._stopping:
+            next_at += interval_s
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            for group in list(self.groups.values()):
+                if group.busy:
+                    continue  # it ticks again next time; a missed tick only delays timers
+                group.node.tick()
+                if group.node.has_ready():
+                    self._dirty.add(group)
+            if self._dirty:
+                self._wake.set()
+            if loop.time() - next_at > 10 * interval_s:
+                next_at = loop.time()  # we fell far behind: do not try to catch up in a burst
+
+    async def _ready_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._dirty and not self._stopping:
+                batch = self._collect()
+                if not batch:
+                    break
+                if any(rd.entries or rd.hard_state or rd.snapshot for _, rd in batch):
+                    started = loop.time()
+                    states = await loop.run_in_executor(self._io, _persist, batch)
+                    if self.on_fsync is not None:
+                        self.on_fsync(loop.time() - started)
+                else:
+                    states = [b""] * len(batch)
+                for (group, rd), state in zip(batch, states):
+                    self._finish(group, rd, state)
+
+    def _collect(self) -> list[tuple[RaftGroup, Ready]]:
+        batch = []
+        dirty, self._dirty = self._dirty, set()
+        for group in dirty:
+            if group.removed:
+                continue
+            if group.node.has_ready():
+                group.busy = True
+                batch.append((group, group.node.ready()))
+        return batch
+
+    def _finish(self, group: RaftGroup, rd: Ready, snapshot_state: bytes) -> None:
+        group.busy = False
+        if group.removed:
+            return
+        if rd.entries:
+            group.persisted_index = rd.entries[-1].index
+        elif rd.snapshot is not None:
+            group.persisted_index = rd.snapshot.meta.index
+        if group.waiters:
+            waiters, group.waiters = group.waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+        send = self.transport.send
+        for m in rd.messages:
+            if m.to != self.node_id:
+                send(m.to, group.group_id, m.to_wire())
+        if rd.soft_state is not None:
+            if rd.soft_state.role == Role.LEADER:
+                self.elections += 1
+            group.machine.on_soft_state(rd.soft_state, group.node.raft.term)
+        if rd.snapshot is not None:
+            group.machine.apply_snapshot(rd.snapshot, snapshot_state)
+        if rd.committed_entries:
+            group.machine.apply(rd.committed_entries)
+        group.node.advance(rd)
+        if group.deferred:
+            deferred, group.deferred = group.deferred, []
+            for message in deferred:
+                try:
+                    group.node.step(message)
+                except RaftError as error:
+                    log.warning("dropped raft message group=%d: %s", group.group_id, error)
+        if group.idle_waiters:
+            idle, group.idle_waiters = group.idle_waiters, []
+            for fut in idle:
+                if not fut.done():
+                    fut.set_result(None)
+        if group.node.has_ready():
+            self._dirty.add(group)
+
+
+def _persist(batch: list[tuple[RaftGroup, Ready]]) -> list[bytes]:
+    """On the storage thread: write every Ready's state, then fsync each log once."""
+    states: list[bytes] = []
+    to_sync = []
+    for group, rd in batch:
+        storage = group.storage
+        state = b""
+        if rd.snapshot is not None:
+            state = storage.install_snapshot(rd.snapshot)
+        if rd.entries:
+            storage.append(rd.entries)
+        if rd.hard_state is not None:
+            storage.save_hard_state(rd.hard_state, durable=False)
+        if rd.must_sync and (rd.entries or rd.snapshot is not None):
+            to_sync.append(storage)
+        states.append(state)
+    for storage in to_sync:
+        storage.sync()
+    return states

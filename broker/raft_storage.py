@@ -1,0 +1,151 @@
+"""The Raft core's view of a group's durable state, over the segmented log.
+
+The core reads its log through `raft.storage.LogStorage` and never writes it; the driver
+persists what a Ready hands out. This adapter is the one place that translates between
+the two vocabularies: a raft `Entry(term, index, kind, data)` is a storage
+`LogEntry(index, term, kind, record_count, payload)`. For a Kafka partition the payload
+of a DATA entry is the producer's record batch and `record_count` is the number of
+offsets it spans (lastOffsetDelta + 1), which is how the log keeps Kafka offsets dense
+while no-op and config entries take raft indexes but no offsets.
+
+It lives in broker/ because storage/ must not know raft's types and raft/ must do no I/O.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Sequence
+
+import msgpack
+
+from raft.errors import Compacted, Unavailable
+from raft.types import ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
+from storage.frame import EntryKind as StorageKind
+from storage.frame import LogEntry
+from storage.hard_state import HardState as StoredHardState
+from storage.hard_state import HardStateFile
+from storage.log import PartitionLog
+
+_LAST_OFFSET_DELTA = struct.Struct(">i")
+_BATCH_HEADER_BYTES = 61
+
+
+def kafka_record_count(data: bytes | memoryview) -> int:
+    """Offsets spanned by a record batch: lastOffsetDelta + 1 (0 for anything shorter)."""
+    if len(data) < _BATCH_HEADER_BYTES:
+        return 0
+    return int(_LAST_OFFSET_DELTA.unpack_from(data, 23)[0]) + 1
+
+
+def no_records(data: bytes | memoryview) -> int:
+    """For logs that are not Kafka partitions (the metadata group): no Kafka offsets."""
+    return 0
+
+
+class RaftLogStorage:
+    """`raft.storage.LogStorage` over a `PartitionLog` and a `HardStateFile`.
+
+    Invariant: storage holds exactly the entries the driver has persisted; the core's
+    unstable tail lives in the core until `advance`.
+    """
+
+    def __init__(
+        self,
+        log: PartitionLog,
+        hard_state_file: HardStateFile,
+        conf_state: ConfState,
+        record_count: Callable[[bytes | memoryview], int] = kafka_record_count,
+        snapshot_data: Callable[[], bytes] = lambda: b"",
+    ) -> None:
+        self.log = log
+        self.hard_state_file = hard_state_file
+        self.conf_state = conf_state
+        self.record_count = record_count
+        self.snapshot_data = snapshot_data
+        stored = hard_state_file.load()
+        self.hard_state = HardState(stored.term, stored.vote or 0, stored.commit)
+
+    # -- read side ------------------------------------------------------------------------
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        hs = self.hard_state
+        # A commit index beyond the log (e.g. the log lost an unsynced tail) must not be trusted.
+        commit = min(hs.commit, self.log.last_index)
+        return HardState(hs.term, hs.vote, commit), self.conf_state
+
+    def first_index(self) -> int:
+        return self.log.first_index
+
+    def last_index(self) -> int:
+        return self.log.last_index
+
+    def term(self, index: int) -> int:
+        log = self.log
+        if index < log.first_index - 1:
+            raise Compacted(f"index {index} is before the log start {log.first_index}")
+        if index > log.last_index:
+            raise Unavailable(f"index {index} is past the last index {log.last_index}")
+        return log.term_at(index)
+
+    def entries(self, lo: int, hi: int, bytes_max: int) -> list[Entry]:
+        log = self.log
+        if lo < log.first_index:
+            raise Compacted(f"index {lo} is before the log start {log.first_index}")
+        if hi > log.last_index + 1:
+            raise Unavailable(f"entries up to {hi} requested, last index {log.last_index}")
+        return [
+            Entry(e.term, e.index, EntryKind(e.kind), bytes(e.payload))
+            for e in log.read_entries(lo, hi, bytes_max)
+        ]
+
+    def snapshot(self) -> Snapshot:
+        """The log's start as a snapshot: where it begins, in index, term and Kafka offset."""
+        log = self.log
+        index = log.first_index - 1
+        meta = SnapshotMeta(index, log.prev_term if index > 0 else 0, self.conf_state)
+        data = msgpack.packb(
+            {"next_offset": log.log_start_offset, "state": self.snapshot_data()}, use_bin_type=True
+        )
+        return Snapshot(meta, data)
+
+    # -- write side (called by the driver, on its storage thread) -------------------------
+    def append(self, entries: Sequence[Entry]) -> None:
+        """Persist entries, first dropping any persisted suffix they replace (Raft conflict)."""
+        if not entries:
+            return
+        first = entries[0].index
+        if first <= self.log.last_index:
+            self.log.truncate_suffix(first - 1)
+        count = self.record_count
+        self.log.append(
+            [
+                LogEntry(
+                    e.index,
+                    e.term,
+                    StorageKind(int(e.kind)),
+                    count(e.data) if e.kind == EntryKind.DATA else 0,
+                    e.data,
+                )
+                for e in entries
+            ]
+        )
+
+    def save_hard_state(self, hard_state: HardState, durable: bool) -> None:
+        """Term and vote must be durable before any vote leaves; commit may lag safely."""
+        old = self.hard_state
+        self.hard_state = hard_state
+        if durable or hard_state.term != old.term or hard_state.vote != old.vote:
+            self.hard_state_file.save(
+                StoredHardState(hard_state.term, hard_state.vote or None, hard_state.commit)
+            )
+
+    def install_snapshot(self, snapshot: Snapshot) -> bytes:
+        """Replace the whole log by the snapshot's start point; returns its state bytes."""
+        body = msgpack.unpackb(snapshot.data, raw=False) if snapshot.data else {}
+        next_offset = int(body.get("next_offset", 0))
+        self.log.reset(snapshot.meta.index + 1, next_offset, snapshot.meta.term)
+        self.conf_state = snapshot.meta.conf_state
+        state = body.get("state", b"")
+        return bytes(state) if state else b""
+
+    def sync(self) -> int:
+        return self.log.sync()
