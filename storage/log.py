@@ -78,8 +78,9 @@ ENOSPC = 28
 _T = TypeVar("_T")
 
 
-def _monotonic_ms() -> int:
-    return time.monotonic_ns() // 1_000_000
+def _wall_clock_ms() -> int:
+    # Wall time, not monotonic: segment times are persisted and compared across reboots.
+    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +187,7 @@ class PartitionLog:
         directory: str,
         config: LogConfig | None = None,
         fs: FileSystem | None = None,
-        clock_ms: Callable[[], int] = _monotonic_ms,
+        clock_ms: Callable[[], int] = _wall_clock_ms,
         initial_index: int = 1,
     ) -> PartitionLog:
         """Open (or create) the log in directory, recovering it; see `recovery` for the report.
@@ -222,6 +223,8 @@ class PartitionLog:
         if not self.segments:
             self._create_segment(self.first_index, self.log_start_offset)
         active = self.segments[-1]
+        if active.sealed:
+            self._reactivate(active)
         self._recent = _RecentOffsets(active.last_index + 1, self.config.recent_entries_max)
         self._written_index = active.last_index
         # What we found may sit only in the page cache (a process crash): make it durable.
@@ -282,6 +285,17 @@ class PartitionLog:
                 segment.sealed = False
                 break
         return scanned, rebuilt, bytes_cut, cut_path, cut_position
+
+    def _reactivate(self, segment: Segment) -> None:
+        """Make a sealed segment the active one again (its successors were removed)."""
+        index = segment.index  # loads a dropped sparse index while still sealed
+        segment.sealed = False
+        if self.fs.exists(segment.index_path):
+            self.fs.remove(segment.index_path)  # it will describe a different size soon
+        segment.handle()
+        segment.bytes_since_index_entry = (
+            segment.size_bytes - index.positions[-1] if len(index) else 0
+        )
 
     def _continues(self, previous: Segment, segment: Segment) -> bool:
         """Whether segment follows previous; False means a leftover of a truncation."""

@@ -232,3 +232,17 @@ def _indexes_of(fs: MemoryFileSystem) -> list[int]:
     assert all(bytes(e.payload) == payload_for(e.index) for e in entries)
     log.close()
     return [e.index for e in entries]
+
+
+def test_leftover_after_a_trusted_segment_makes_it_active_again() -> None:
+    fs = _written_log()
+    paths = segment_paths(fs)
+    fs.remove(paths[-1])  # the real last segment is gone ...
+    fs.write_bytes(f"{DIRECTORY}/{10**6:020d}.log", b"")  # ... and a stray one sits far ahead
+    log = open_log(fs)
+    assert log.recovery is not None
+    assert log.recovery.segments_removed == (f"{10**6:020d}.log",)
+    last = log.last_index
+    log.append(data_entries(last + 1, 20))
+    log.close()
+    assert _indexes(fs) == list(range(1, last + 21))
