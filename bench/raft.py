@@ -14,7 +14,16 @@ import argparse
 import random
 import time
 
-from raft import ConfChange, Config, ConfState, EntryKind, MemoryStorage, Message, RawNode
+from raft import (
+    ConfChange,
+    Config,
+    ConfState,
+    EntryKind,
+    MemoryStorage,
+    Message,
+    MessageType,
+    RawNode,
+)
 
 
 def _build(n: int) -> dict[int, tuple[RawNode, MemoryStorage]]:
@@ -87,6 +96,41 @@ def run(entries: int, batch: int, pipeline: int, payload: int, n: int) -> dict[s
     }
 
 
+def idle_tick_cost(groups: int, ticks: int) -> dict[str, float]:
+    """CPU per tick of idle groups: followers (tick + has_ready) and a leader's heartbeat."""
+    followers = []
+    for g in range(groups):
+        st = MemoryStorage(ConfState((1, 2, 3)))
+        followers.append(RawNode(Config(node_id=2, rng=random.Random(g)), st))
+    # Keep them from campaigning: a leader's heartbeat every few ticks, as in a real cluster.
+    beat = Message(MessageType.HEARTBEAT, 2, 1, 1)
+    for raw in followers:
+        raw.step(beat)
+        rd = raw.ready()
+        raw.advance(rd)
+    cpu0 = time.process_time()
+    for t in range(ticks):
+        for raw in followers:
+            raw.tick()
+            if raw.has_ready():
+                rd = raw.ready()
+                raw.advance(rd)
+            if t % 5 == 4:
+                raw.step(beat)
+                raw.advance(raw.ready())
+    follower_us = (time.process_time() - cpu0) / (groups * ticks) * 1e6
+    nodes = _build(3)
+    leader = nodes[1][0]
+    leader.campaign()
+    _drain(nodes)
+    cpu0 = time.process_time()
+    for _ in range(ticks):
+        leader.tick()
+        _drain(nodes)
+    leader_us = (time.process_time() - cpu0) / ticks * 1e6
+    return {"follower_us_per_tick": follower_us, "leader_group_us_per_heartbeat": leader_us}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--entries", type=int, default=200_000)
@@ -115,6 +159,11 @@ def main() -> None:
         print(
             " ".join(f"{r[c]:>16.2f}" if isinstance(r[c], float) else f"{r[c]:>16}" for c in cols)
         )
+    idle = idle_tick_cost(groups=1000, ticks=50)
+    print()
+    print("idle groups (1000 followers x 50 ticks; one 3-node group heartbeating every tick)")
+    for k, v in idle.items():
+        print(f"  {k:>32}: {v:.2f}")
 
 
 if __name__ == "__main__":

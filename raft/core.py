@@ -300,12 +300,14 @@ class Raft:
             else:
                 self.become_follower(m.term, NONE)
         elif m.term < self.term:
-            if (self.check_quorum or self.pre_vote) and m.type in (MT.HEARTBEAT, MT.APP):
-                # A stale leader cut off by a partition: tell it our term so it steps down.
-                # (With CheckQuorum or PreVote we never bump terms on its messages ourselves.)
+            # A stale sender: reply with our term so it catches up (figure 2: "reply false if
+            # term < currentTerm"). A leader cut off by a partition learns it must step down;
+            # with PreVote/CheckQuorum nothing else would ever tell it.
+            if m.type in (MT.HEARTBEAT, MT.APP):
                 self._send(Message(MT.APP_RESP, m.frm, self.id, self.term))
-            elif m.type == MT.PRE_VOTE:
-                self._send(Message(MT.PRE_VOTE_RESP, m.frm, self.id, self.term, reject=True))
+            elif m.type in (MT.PRE_VOTE, MT.VOTE):
+                resp = MT.PRE_VOTE_RESP if m.type == MT.PRE_VOTE else MT.VOTE_RESP
+                self._send(Message(resp, m.frm, self.id, self.term, reject=True))
             return
 
         t = m.type
