@@ -74,6 +74,7 @@ _START = struct.Struct("<QqQ")  # first_index, its Kafka offset, term of first_i
 _STAMP_OFFSET = struct.Struct(">q")  # Kafka record batch baseOffset, big endian, byte 0
 _STAMP_EPOCH = struct.Struct(">i")  # partitionLeaderEpoch, big endian, byte 12
 _STAMP_BYTES_MIN = 16
+_LENGTH = struct.Struct("<I")
 ENOSPC = 28
 _T = TypeVar("_T")
 
@@ -656,6 +657,7 @@ class PartitionLog:
             return []
         if lo_index < self.first_index or hi_index > self.last_index + 1:
             raise IndexOutOfRangeError(lo_index, self.first_index, self.last_index)
+        bytes_max = min(bytes_max, self.config.read_bytes_max)
         return self._guard(lambda: self._read_entries(lo_index, hi_index, bytes_max))
 
     def _read_entries(self, lo_index: int, hi_index: int, bytes_max: int) -> list[LogEntry]:
@@ -664,8 +666,9 @@ class PartitionLog:
         index = lo_index
         while index < hi_index and (budget > 0 or not entries):
             segment = self._open(self._segment_for_index(index))
-            _, position = segment.header_at(index, self.config.entry_bytes_max)
-            for header, view in self._frames(segment, position, max(budget, 1)):
+            first, position = segment.header_at(index, self.config.entry_bytes_max)
+            frames = self._frames(segment, position, max(budget, 1), first.length)
+            for header, view in frames:
                 if header.index >= hi_index or (entries and header.payload_bytes > budget):
                     return entries
                 payload = view[HEADER_BYTES:]
@@ -678,18 +681,21 @@ class PartitionLog:
         return entries
 
     def _frames(
-        self, segment: Segment, position: int, bytes_max: int
+        self, segment: Segment, position: int, bytes_max: int, length: int | None
     ) -> Iterator[tuple[FrameHeader, memoryview]]:
         """Verified frames from position to the segment end, read in chunks of ~bytes_max.
 
-        Each chunk is one pread into a fresh buffer; frames are memoryviews into it. The
-        caller stops iterating when its byte budget is spent.
+        length is the byte length of the frame at position. Each chunk is one pread into a
+        fresh buffer; frames are memoryviews into it. The caller stops iterating when its
+        byte budget is spent.
         """
         file = segment.handle()
         chunk_bytes = max(bytes_max, HEADER_BYTES)
         while position < segment.size_bytes:
-            header, _ = next(iter(segment.headers_from(position, self.config.entry_bytes_max)))
-            size = min(segment.size_bytes - position, max(header.length, chunk_bytes))
+            if length is None:
+                length = self._length_at(segment, memoryview(b""), position, 0)
+            size = min(segment.size_bytes - position, max(length, chunk_bytes))
+            length = None
             buffer = bytearray(size)
             got = file.readinto(position, buffer)
             view = memoryview(buffer)[:got]
@@ -697,6 +703,7 @@ class PartitionLog:
             while at < got:
                 status, decoded = decode(view, at, self.config.entry_bytes_max)
                 if status is FrameStatus.TORN and at > 0:
+                    length = self._length_at(segment, view, position, at)
                     break  # the frame continues past this chunk
                 if status is not FrameStatus.VALID or decoded is None:
                     raise CorruptLogError(segment.log_path, position + at, status.value)
@@ -704,6 +711,13 @@ class PartitionLog:
                 at += decoded.length
             position += at
             chunk_bytes = max(HEADER_BYTES, min(chunk_bytes, 1 << 20))
+
+    def _length_at(self, segment: Segment, view: memoryview, position: int, at: int) -> int:
+        """Length of the frame at position + at, from view if its header is there."""
+        if len(view) - at >= 8:
+            return int(_LENGTH.unpack_from(view, at + 4)[0])
+        walk = segment.headers_from(position + at, self.config.entry_bytes_max)
+        return next(iter(walk))[0].length
 
     def read_offsets(
         self, start_offset: int, bytes_max: int, max_offset_exclusive: int | None = None
@@ -722,6 +736,7 @@ class PartitionLog:
             raise OffsetOutOfRangeError(start_offset, self.log_start_offset, self.log_end_offset)
         if start_offset >= end_offset:
             return ReadResult([], start_offset, 0)
+        bytes_max = min(bytes_max, self.config.read_bytes_max)
         return self._guard(lambda: self._read_offsets(start_offset, bytes_max, end_offset))
 
     def _read_offsets(self, start_offset: int, bytes_max: int, end_offset: int) -> ReadResult:
@@ -732,7 +747,8 @@ class PartitionLog:
         batches: list[memoryview] = []
         next_offset = start_offset
         total = 0
-        for header, frame in self._frames(segment, found[1], bytes_max):
+        frames = self._frames(segment, found[1], bytes_max, found[0].length)
+        for header, frame in frames:
             if header.kind != EntryKind.DATA or header.record_count == 0:
                 continue
             if header.base_offset >= end_offset:

@@ -210,3 +210,24 @@ def test_crash_keeps_only_what_was_synced() -> None:
     log = open_log(fs)
     assert log.last_index == 10
     log.close()
+
+
+def test_reads_with_every_small_byte_budget_return_a_correct_prefix() -> None:
+    """Chunked reads must resume exactly at frame boundaries, whatever the budget."""
+    fs = MemoryFileSystem()
+    log = open_log(fs, segment_bytes_max=1 << 20)
+    entries = [
+        LogEntry(i, 1, EntryKind.DATA, 1, payload_for(i, size=16 + (i * 7) % 50))
+        for i in range(1, 30)
+    ]
+    log.append(entries)
+    for bytes_max in range(1, 400, 3):
+        got = log.read_entries(1, 30, bytes_max)
+        assert [bytes(e.payload) for e in got] == [e.payload for e in entries[: len(got)]]
+        assert sum(len(e.payload) for e in got[1:]) <= bytes_max
+        result = log.read_offsets(0, bytes_max)
+        assert [bytes(b[16:]) for b in result.batches] == [
+            e.payload[16:] for e in entries[: len(result.batches)]
+        ]
+        assert result.next_offset == len(result.batches)
+    log.close()
