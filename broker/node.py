@@ -32,6 +32,7 @@ from broker.clock import Clock
 from broker.config import BrokerConfig
 from broker.controller import CONTROL_GROUP_ID, MetadataController
 from broker.fetch_waiters import FetchWaiters
+from broker.group_service import GroupService
 from broker.http_server import HttpServer, Readiness
 from broker.kafka_server import KafkaServer
 from broker.metadata_image import (
@@ -102,6 +103,8 @@ class Node:
         self.partitions_by_group: dict[int, Partition] = {}
         self.leaders: dict[int, LeaderInfo] = {}
         self.fetch_waiters = FetchWaiters(config.fetch_waiters_max)
+        self.groups = GroupService(self)
+        self.group_handlers = self.groups.handlers()
         self.servers = [
             KafkaServer(
                 listener.name,
@@ -134,6 +137,7 @@ class Node:
         os.makedirs(self._data_dir, exist_ok=True)
         self._open_metadata_group()
         self.driver.start()
+        self.groups.start()
         for server in self.servers:
             await server.start()
         self._tasks = [
@@ -154,6 +158,7 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.fetch_waiters.notify_all()
+        await self.groups.stop()
         await self.driver.stop()
         for partition in self.partitions.values():
             partition.close()
@@ -225,6 +230,8 @@ class Node:
                 for b in image.brokers.values()
             ],
             "topics": topics,
+            "voters": list(self.voters),
+            "peer_links": self.transport.stats(),
         }
 
     # -- metadata group -------------------------------------------------------------------
@@ -427,6 +434,7 @@ class Node:
             log_end_offset=partition.log_end_offset,
         )
         self.fetch_waiters.notify(partition.key)
+        self.groups.on_partition_change(partition)
 
     # -- leaders --------------------------------------------------------------------------
     def _learn_leader(self, group_id: int, leader_id: int, epoch: int) -> None:

@@ -58,10 +58,9 @@ def test_truncated_frames_at_every_length() -> None:
                 decode_request(payload[:cut])
 
 
-def test_trailing_bytes_after_a_body_are_rejected() -> None:
+def test_trailing_bytes_after_a_body_are_ignored_as_kafka_does() -> None:
     payload = _request(ApiKey.HEARTBEAT, 0)
-    with pytest.raises(RemoteProtocolError):
-        decode_request(payload + b"\x00")
+    assert decode_request(payload + b"\x00\x00\x00") == decode_request(payload)
 
 
 def _metadata_v1_with_count(count: bytes, rest: bytes) -> bytes:
