@@ -501,7 +501,11 @@ class PartitionLog:
         active = self.segments[-1]
         if active.empty:
             return
-        active.sealed = True
+        with self._state_lock:
+            # Under the lock: sync() decides from a consistent view whether the fsync it
+            # is about to do covers the whole sealed segment.
+            active.sealed = True
+            active.unsynced = True  # the next sync writes its index file
         if self.config.fsync_policy is FsyncPolicy.NEVER:
             active.write_index_file()
         self._create_segment(active.last_index + 1, active.next_offset)
@@ -533,12 +537,13 @@ class PartitionLog:
                 self._check_usable()
                 target = self._written_index
                 segments = [segment for segment in self.segments if segment.unsynced]
+                sealed = [segment for segment in segments if segment.sealed]
                 for segment in segments:
                     segment.unsynced = False
                     segment.syncing += 1
                 dir_dirty, self._dir_dirty = self._dir_dirty, False
             try:
-                self._sync_files(segments, dir_dirty)
+                self._sync_files(segments, sealed, dir_dirty)
             except OSError as error:
                 self._fail(error)
                 raise LogIOError(f"{self.directory}: fsync failed: {error}") from error
@@ -551,18 +556,17 @@ class PartitionLog:
                 self.sync_count += 1
                 return self._flushed_index
 
-    def _sync_files(self, segments: list[Segment], dir_dirty: bool) -> None:
+    def _sync_files(self, segments: list[Segment], sealed: list[Segment], dir_dirty: bool) -> None:
         if self.config.fsync_policy is FsyncPolicy.ALWAYS:
             # Oldest first: a crash never leaves a flushed segment after an unflushed one.
             for segment in segments:
                 segment.handle().fsync()
             if dir_dirty:
                 self.fs.fsync_dir(self.directory)
-        for segment in segments:
-            if segment.sealed:
-                # Written only after the segment's fsync: an intact index file means
-                # the segment it describes is complete on disk.
-                segment.write_index_file()
+        for segment in sealed:
+            # Written only after an fsync that started after the segment was sealed: an
+            # intact index file means the segment it describes is complete on disk.
+            segment.write_index_file()
 
     # Reading ------------------------------------------------------------------------------
 
