@@ -25,6 +25,11 @@ from client.protocol.messages.create_topics import (
     CreatableTopicConfig,
     CreateTopicsRequest,
 )
+from client.protocol.messages.list_offsets import (
+    ListOffsetsPartition,
+    ListOffsetsRequest,
+    ListOffsetsTopic,
+)
 from client.protocol.messages.metadata import MetadataRequest, MetadataRequestTopic
 from client.protocol.messages.produce import (
     PartitionProduceData,
@@ -248,3 +253,29 @@ class Canary:
         if self.next_offset is not None:
             assert part.base_offset == self.next_offset
         self.next_offset = part.base_offset + 1
+
+
+def wait_partition_served(
+    raw: RawClient, topic: str, partition: int = 0, timeout_s: float = 15.0
+) -> None:
+    """Polls ListOffsets until the partition's leader serves it (no NOT_LEADER_OR_FOLLOWER).
+
+    Needed after a restart: /readyz can say 200 a moment before a partition's leader has
+    committed an entry of its term (see the e2e report), and real clients retry error 6.
+    """
+    request = ListOffsetsRequest(
+        replica_id=-1,
+        topics=(
+            ListOffsetsTopic(
+                name=topic,
+                partitions=(ListOffsetsPartition(partition_index=partition, timestamp=-1),),
+            ),
+        ),
+    )
+    deadline = time.monotonic() + timeout_s
+    while True:
+        code = raw.request(request, 7).topics[0].partitions[0].error_code
+        if code == 0:
+            return
+        assert code == 6 and time.monotonic() < deadline, f"{topic}-{partition}: error {code}"
+        time.sleep(0.01)  # poll interval while observing readiness
