@@ -60,6 +60,10 @@ class GroupCommitter:
             if self.log.config.fsync_policy is FsyncPolicy.NEVER:
                 future.set_result(self.log.sync())
                 return future
+            flushed_index = self.log.flushed_index
+            if not self._running and flushed_index >= self.log.written_index:
+                future.set_result(flushed_index)  # nothing new since the last fsync
+                return future
             self._waiting.append(future)
             if not self._running:
                 self._running = True

@@ -182,3 +182,18 @@ def test_owner_operations_race_the_committer_thread_safely(seed: int) -> None:
     got = log.read_entries(first_index, last_index + 1, 1 << 30)
     assert [(e.index, e.term, bytes(e.payload)) for e in got] == expected_bytes
     log.close()
+
+
+def test_a_request_with_nothing_new_resolves_without_an_fsync() -> None:
+    fs = MemoryFileSystem()
+    log = _open(fs)
+    committer = GroupCommitter(log)
+    log.append(data_entries(1, 2))
+    assert committer.request_sync().result(10) == 2
+    fsyncs = fs.fsync_count
+    future = committer.request_sync()
+    assert future.done()
+    assert future.result() == 2
+    assert fs.fsync_count == fsyncs
+    committer.close()
+    log.close()
