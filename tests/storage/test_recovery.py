@@ -246,3 +246,20 @@ def test_leftover_after_a_trusted_segment_makes_it_active_again() -> None:
     log.append(data_entries(last + 1, 20))
     log.close()
     assert _indexes(fs) == list(range(1, last + 21))
+
+
+def test_entries_larger_than_a_scan_chunk_recover() -> None:
+    fs = MemoryFileSystem()
+    big = 1536 * 1024  # larger than the 1 MiB scan chunk
+    log = open_log(fs, segment_bytes_max=1 << 30, entry_bytes_max=2 << 20)
+    log.append(data_entries(1, 3, size=big))
+    log.close()
+    last = segment_paths(fs)[-1]
+    whole = fs.read_bytes(last)
+    fs.write_bytes(last, whole[:-1000])
+    log = open_log(fs, segment_bytes_max=1 << 30, entry_bytes_max=2 << 20)
+    assert log.last_index == 2
+    assert log.recovery is not None
+    assert log.recovery.bytes_cut == HEADER_BYTES + big - 1000
+    assert bytes(log.read_entries(2, 3, 1)[0].payload) == payload_for(2, big)
+    log.close()
