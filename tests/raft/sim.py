@@ -60,7 +60,7 @@ from raft.describe import describe_message, describe_ready
 
 SUBSTEPS = 5
 ELECTION_TICKS = 10
-LIVENESS_TICKS = 60 * ELECTION_TICKS
+LIVENESS_TICKS = 30 * ELECTION_TICKS
 
 
 class InvariantViolation(AssertionError):
@@ -158,6 +158,8 @@ class Sim:
         self.proposed = 0
         self.snapshots: dict[bytes, list[tuple[int, int, int, bytes]]] = {b"": []}
         self.trace: list[str] = []
+        #: Ticks from heal until a fresh proposal was applied by every member.
+        self.liveness_ticks = -1
 
     # -- node lifecycle -------------------------------------------------------------------------
     def _start(self, node_id: int) -> None:
@@ -551,9 +553,11 @@ class Sim:
                     continue
             members = self._members()
             if all(probe in self._applied_data(m) for m in members):
-                commit = self.nodes[leader].raw.raft.log.committed  # type: ignore[union-attr]
-                if all(self.nodes[m].applied_index >= commit for m in members):
+                # Everything applied anywhere (and so acknowledged) must reach every member.
+                applied_max = max(self.applied_at)
+                if all(self.nodes[m].applied_index >= applied_max for m in members):
                     self._check_no_ack_lost(members)
+                    self.liveness_ticks = tick + 1
                     return
         self._fail(f"liveness: no leader committed a proposal {LIVENESS_TICKS} ticks after heal")
 
