@@ -32,7 +32,6 @@ that a request is answered COORDINATOR_NOT_AVAILABLE at once and the client retr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -285,14 +284,20 @@ class GroupCoordinator:
         return min(deadlines)
 
     async def _run_timer(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
             next_ms = self.tick()
             sleep_ms = self.config.timer_sleep_ms_max
             if next_ms is not None:
                 sleep_ms = max(0, min(sleep_ms, next_ms - self._clock_ms()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), sleep_ms / 1000)
+            # call_later + Event rather than wait_for: wait_for may swallow a cancellation
+            # that races with the event being set (Python 3.11), and stop() would hang.
+            alarm = loop.call_later(sleep_ms / 1000, self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                alarm.cancel()
 
     # --- plumbing: parking, dispatch, appends --------------------------------------------
 
