@@ -27,7 +27,7 @@ from client.protocol.headers import (
     write_request_header,
     write_response_header,
 )
-from client.protocol.primitives import INT16, INT32, decode_with, encode_with, fail
+from client.protocol.primitives import INT16, INT32, decode_with, encode_with
 
 _UNSUPPORTED_VERSION = 35
 
