@@ -333,6 +333,15 @@ class KafkaClient:
                 log.warning("metadata refresh failed: %s", e)
                 self._refresh_wanted.set()  # try again after the backoff
 
+    async def wait_for_topics_metadata(self, topics: Sequence[str]) -> None:
+        """Make sure the metadata covers `topics` (those that exist), refreshing if needed."""
+        self.add_topics(topics)
+        for _ in range(2):  # a refresh already in flight may predate these topics
+            if all(self.cluster.partitions_for(t) is not None for t in topics):
+                return
+            with contextlib.suppress(KafkaError):
+                await self.refresh_metadata()
+
     async def wait_for_topic(self, topic: str, timeout_ms: int) -> tuple[int, ...]:
         """Partitions of `topic`, refreshing until it appears or `timeout_ms` passes."""
         self.add_topics((topic,))
