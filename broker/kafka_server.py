@@ -156,6 +156,9 @@ class KafkaServer:
                     ctx = RequestContext(event.header, host, self.listener_name, event.frame_bytes)
                     task = asyncio.create_task(self._handle(event, ctx))
                     await queue.put((ctx, task))
+                if conn.failed:
+                    log.info("closing connection from %s after its last good request", host)
+                    break
         finally:
             if not writer_task.done():
                 await queue.put(None)

@@ -195,7 +195,11 @@ class Node:
             return Readiness(False, "no metadata leader yet")
         if self.node_id not in self.controller.image.brokers:
             return Readiness(False, "not registered in the metadata yet")
-        leaderless = [f"{p.topic}-{p.index}" for p in self.partitions.values() if p.leader_id == 0]
+        leaderless = [
+            f"{p.topic}-{p.index}"
+            for p in self.partitions.values()
+            if p.leader_id == 0 or (p.leader_id == self.node_id and not p.leader_ready)
+        ]
         if leaderless:
             return Readiness(False, "partitions without a leader", {"partitions": leaderless[:20]})
         return Readiness(True, "ready", {"partitions": len(self.partitions)})

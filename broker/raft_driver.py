@@ -78,6 +78,8 @@ class RaftGroup:
     #: advance(), so they run right after advance().
     deferred: list[Message] = field(default_factory=list)
     idle_waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    #: Proposals enter the log in the order they were made (asyncio.Lock is FIFO-fair).
+    propose_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def term(self) -> int:
@@ -189,11 +191,12 @@ class RaftDriver:
         Waits while the group's previous Ready is being persisted: those entries could
         not join that fsync anyway, and the core must not be stepped meanwhile.
         """
-        await self.until_idle(group)
-        node = group.node
-        node.propose_many(datas)
-        self.mark(group)
-        return node.raft.log.last_index(), node.raft.term
+        async with group.propose_lock:
+            await self.until_idle(group)
+            node = group.node
+            node.propose_many(datas)
+            self.mark(group)
+            return node.raft.log.last_index(), node.raft.term
 
     async def run_storage(self, fn: Callable[[], _T]) -> _T:
         """Run `fn` on the storage thread, ordered with every persist."""

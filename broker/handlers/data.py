@@ -18,6 +18,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from broker.partition import Partition, PartitionError
+from client.protocol.compression import decompress
 from client.protocol.errors import ErrorCode
 from client.protocol.exceptions import CorruptRecordError, UnsupportedCodecError
 from client.protocol.messages.delete_records import (
@@ -50,13 +51,15 @@ from client.protocol.messages.produce import (
     ProduceResponse,
     TopicProduceResponse,
 )
-from client.protocol.records import InvalidRecordError, validate_batch
+from client.protocol.records import RECORDS_OFFSET, InvalidRecordError, validate_batch
 
 if TYPE_CHECKING:
     from broker.kafka_server import RequestContext
     from broker.node import Node
 
 ZSTD = 4
+#: The smallest possible v2 record: length, attributes, three varints, null key/value, 0 headers.
+RECORD_BYTES_MIN = 7
 LATEST_TIMESTAMP = -1
 EARLIEST_TIMESTAMP = -2
 MAX_TIMESTAMP = -3
@@ -139,6 +142,10 @@ async def _produce_one(
             raise PartitionError(
                 ErrorCode.UNSUPPORTED_COMPRESSION_TYPE, "zstd needs Produce v7 or later"
             )
+        if header.compression:
+            _check_decompresses(
+                records, header.compression, header.records_count, node.config.message_bytes_max
+            )
         if header.is_transactional:
             raise PartitionError(
                 ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "transactions are not supported"
@@ -156,6 +163,31 @@ async def _produce_one(
         log_append_time_ms=-1,
         log_start_offset=outcome.log_start_offset,
     )
+
+
+#: A compressed batch may expand this many times its limit when checked (Kafka's own
+#: records compress well; a bomb beyond this is refused as corrupt).
+DECOMPRESSION_EXPANSION_MAX = 64
+
+
+def _check_decompresses(records: Any, codec: int, count: int, message_bytes_max: int) -> None:
+    """A compressed batch must decompress, within bounds, to room for its records (P14).
+
+    The broker stores the producer's bytes as sent; this check keeps garbage out of the
+    log without parsing every record.
+    """
+    try:
+        plain = decompress(
+            codec,
+            memoryview(records)[RECORDS_OFFSET:],
+            decompressed_bytes_max=DECOMPRESSION_EXPANSION_MAX * message_bytes_max,
+        )
+    except CorruptRecordError as error:
+        raise PartitionError(ErrorCode.CORRUPT_MESSAGE, f"cannot decompress: {error}") from None
+    if len(plain) < count * RECORD_BYTES_MIN:
+        raise PartitionError(
+            ErrorCode.CORRUPT_MESSAGE, f"{count} records cannot fit in {len(plain)} bytes"
+        )
 
 
 def partition_max_message_bytes(node: Node, topic: str) -> int:

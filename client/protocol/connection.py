@@ -53,13 +53,20 @@ class FrameBuffer:
         assert frame_bytes_max > 0
         self.frame_bytes_max = frame_bytes_max
         self._buf = bytearray()
+        self._error: RemoteProtocolError | None = None
 
     @property
     def buffered_bytes(self) -> int:
         return len(self._buf)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
-        """Append `data`; return every complete frame payload (without its size prefix)."""
+        """Append `data`; return every complete frame payload (without its size prefix).
+
+        A bad size prefix after complete frames in the same chunk does not lose them:
+        they are returned, and the error is raised by the next call.
+        """
+        if self._error is not None:
+            raise self._error
         buf = self._buf
         buf += data
         frames: list[bytes] = []
@@ -78,6 +85,10 @@ class FrameBuffer:
                 with memoryview(buf) as view:
                     frames.append(bytes(view[pos + 4 : pos + 4 + size]))
                 pos += 4 + size
+        except RemoteProtocolError as error:
+            if not frames:
+                raise
+            self._error = error
         finally:
             if pos:
                 del buf[:pos]
@@ -127,6 +138,11 @@ class _Connection:
     @property
     def frame_bytes_max(self) -> int:
         return self._frames.frame_bytes_max
+
+    @property
+    def failed(self) -> bool:
+        """True once the peer sent bad bytes: answer what came before, then close."""
+        return self._error is not None or self._frames._error is not None
 
     def _feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         if self._error is not None:

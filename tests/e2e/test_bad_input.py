@@ -160,12 +160,6 @@ def test_truncated_frame_then_eof_is_closed(env: Env) -> None:
     env.healthy()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in client/protocol/connection.py FrameBuffer.feed: a bad size prefix after "
-    "complete frames in one chunk raises and drops those frames (the module docstring "
-    "promises they are returned first)",
-)
 def test_good_requests_before_garbage_are_answered(env: Env) -> None:
     """A valid request pipelined ahead of garbage in the same write is answered, then close."""
     with RawClient(env.address) as raw:
@@ -326,11 +320,6 @@ def test_zstd_before_produce_v7_is_unsupported_compression(env: Env) -> None:
     env.healthy()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="broker bug: Produce does not decompress, so a garbage gzip payload is stored "
-    "(bad-input.md P14 wants CORRUPT_MESSAGE)",
-)
 def test_garbage_compressed_payload_is_corrupt_message(env: Env) -> None:
     """P14: the codec says gzip but the payload is not gzip."""
     batch = bytearray(simple_batch(3))
@@ -547,12 +536,6 @@ def test_one_hundred_pipelined_requests_answered_in_order(env: Env) -> None:
     env.healthy()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="broker bug (intermittent): broker/raft_driver.py RaftDriver.until_idle lets a new "
-    "proposal barge ahead of proposals woken from idle_waiters, so pipelined produces to "
-    "one partition can be appended out of request order",
-)
 def test_pipelined_produces_are_appended_in_request_order(env: Env) -> None:
     """Kafka appends pipelined produces to one partition in the order they were sent."""
     with RawClient(env.address, deadline_s=10.0) as raw:
