@@ -237,7 +237,7 @@ class BrokerConfig:
     # Raft timing: the core counts ticks; only the driver knows tick_ms.
     tick_ms: int = _setting(50, "Length of one Raft tick in milliseconds.", "int")
     election_ticks: int = _setting(10, "Ticks without a leader before an election.", "int")
-    heartbeat_ticks: int = _setting(1, "Ticks between leader heartbeats.", "int")
+    heartbeat_ticks: int = _setting(2, "Ticks between leader heartbeats.", "int")
     # Storage.
     fsync: str = _setting(
         "always",

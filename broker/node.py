@@ -26,11 +26,13 @@ import shutil
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from broker.clock import Clock
 from broker.config import BrokerConfig
 from broker.controller import CONTROL_GROUP_ID, MetadataController
+from broker.faults import install_fault_routes
 from broker.fetch_waiters import FetchWaiters
 from broker.group_service import GroupService
 from broker.http_server import HttpServer, Readiness
@@ -62,6 +64,8 @@ from storage.log import PartitionLog
 log = logging.getLogger("raftka.node")
 
 LEADER_GOSSIP_INTERVAL_S = 1.0
+#: Every this many gossip turns, leaderships move back to preferred replicas.
+LEADER_BALANCE_EVERY_TURNS = 5
 METADATA_TIMEOUT_S = 10.0
 
 
@@ -128,6 +132,8 @@ class Node:
         self._registered = False
         self._data_dir = os.path.abspath(config.data_dir)
         self._rng = random.Random()
+        if transport.link_filter is not None:
+            install_fault_routes(http, transport.link_filter)
         transport.on_message(self._on_peer_message)
         transport.on_unreachable(self.driver.report_unreachable)
         http.add_route("GET", "/", self._status_page)
@@ -401,6 +407,7 @@ class Node:
             assignment.group_id, node, storage, partition, self._peers_of(assignment.replicas)
         )
         partition.group = group
+        partition.quorum_reachable = partial(self._quorum_reachable, assignment.replicas)
         self.partitions[partition.key] = partition
         self.partitions_by_group[assignment.group_id] = partition
         self.driver.add_group(group)
@@ -479,10 +486,47 @@ class Node:
         peers.discard(self.node_id)
         return peers
 
+    def _quorum_reachable(self, replicas: tuple[int, ...]) -> bool:
+        reachable = sum(1 for r in replicas if r == self.node_id or self.transport.is_connected(r))
+        return reachable * 2 > len(replicas)
+
     async def _gossip_loop(self) -> None:
+        turns = 0
         while not self._stopping:
             await asyncio.sleep(LEADER_GOSSIP_INTERVAL_S)
+            turns += 1
             self._broadcast_leaders()
+            if turns % LEADER_BALANCE_EVERY_TURNS == 0:
+                self._balance_leaders()
+            try:
+                from broker.health_metrics import update_health_gauges
+            except ImportError:
+                continue
+            update_health_gauges(self)
+
+    def _balance_leaders(self) -> None:
+        """Hand leadership back to each partition's preferred replica once it has caught up.
+
+        The preferred replica (the first of the assignment) is spread evenly by the
+        assigner; after a node restarts, this moves its leaderships home so that load
+        stays spread, as Kafka's auto.leader.rebalance does.
+        """
+        for partition in self.partitions.values():
+            group = partition.group
+            preferred = partition.replicas[0]
+            if group is None or group.busy or preferred == self.node_id or not partition.is_leader:
+                continue
+            if not self.transport.is_connected(preferred):
+                continue
+            progress = group.node.raft.prs.get(preferred)
+            if progress is None or progress.match_index < group.node.raft.log.last_index():
+                continue
+            try:
+                self.driver.transfer_leadership(group, preferred)
+            except Exception as error:
+                log.info(
+                    "leader balance of %s-%d failed: %s", partition.topic, partition.index, error
+                )
 
     def _on_peer_message(self, from_id: int, group_id: int, payload: Any) -> None:
         if group_id != CONTROL_GROUP_ID:

@@ -97,6 +97,9 @@ class Partition:
         self.leader_ready = False
         self._inflight: dict[int, _Inflight] = {}
         self._applied_index = 0
+        #: Says whether a quorum of the replicas looks reachable (set by the node); a
+        #: produce with acks=all is refused up front with NOT_ENOUGH_REPLICAS otherwise.
+        self.quorum_reachable: Callable[[], bool] = lambda: True
         self._rebuild_producer_state()
 
     @property
@@ -211,6 +214,11 @@ class Partition:
         group = self.group
         if group is None or not self.is_leader:
             raise PartitionError(ErrorCode.NOT_LEADER_OR_FOLLOWER)
+        if acks == -1 and not self.quorum_reachable():
+            # Nothing is appended: the client may retry without any risk of a duplicate.
+            raise PartitionError(
+                ErrorCode.NOT_ENOUGH_REPLICAS, "a quorum of replicas is unreachable"
+            )
         producer_id, epoch, first_seq = _PRODUCER.unpack_from(batch, 43)
         count = _LAST_OFFSET_DELTA.unpack_from(batch, 23)[0] + 1
         if producer_id >= 0:

@@ -35,7 +35,7 @@ def test_defaults_are_a_valid_one_node_cluster() -> None:
     assert cfg.kafka_listeners() == (
         Listener("PLAINTEXT", HostPort("127.0.0.1", 9092), HostPort("127.0.0.1", 9092)),
     )
-    assert (cfg.tick_ms, cfg.election_ticks, cfg.heartbeat_ticks) == (50, 10, 1)
+    assert (cfg.tick_ms, cfg.election_ticks, cfg.heartbeat_ticks) == (50, 10, 2)
     assert cfg.frame_bytes_max == 100 * 1024 * 1024
     assert cfg.group_initial_rebalance_delay_ms == 0
 
@@ -50,7 +50,7 @@ def test_precedence_cli_over_env_over_toml_over_defaults(tmp_path: Path) -> None
     assert cfg.tick_ms == 90  # command line
     assert cfg.election_ticks == 30  # environment
     assert cfg.node_id == 3 and cfg.log_level == "DEBUG"  # file
-    assert cfg.heartbeat_ticks == 1  # default
+    assert cfg.heartbeat_ticks == 2  # default
     assert cfg.replication_factor() == 3
     assert loaded.sources["tick_ms"] == "command line --tick-ms"
     assert loaded.sources["election_ticks"] == "environment RAFTKA_ELECTION_TICKS"
