@@ -140,6 +140,27 @@ class Accumulator:
 
     # ---- producing -----------------------------------------------------------------------
 
+    def try_append(
+        self,
+        tp: TopicPartition,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        timestamp_ms: int,
+    ) -> tuple[ProducerBatch, int] | None:
+        """Fast path: add to the partition's open batch; None if that needs a new batch."""
+        q = self._queues.get(tp)
+        if q is None or not q.batches:
+            return None
+        last = q.batches[-1]
+        if last.full or last.in_flight or last.attempts:
+            return None
+        if last.builder.append(key, value, headers, timestamp_ms):
+            last.record_count += 1
+            return last, last.record_count - 1
+        last.full = True
+        return None
+
     def append(
         self,
         tp: TopicPartition,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -258,7 +257,7 @@ class Consumer:
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self._subs.seek(tp, offset)
-        self._fetcher.wake()
+        self._fetcher.drop_buffered(keep=lambda other: other != tp)
 
     async def seek_to_beginning(self, *tps: TopicPartition) -> None:
         await self._seek_to(tps, EARLIEST)
@@ -427,11 +426,9 @@ class Consumer:
         kd, vd = self._key_deserializer, self._value_deserializer
         if kd is None and vd is None:
             return out
-        replace = dataclasses.replace
         return {
             tp: [
-                replace(
-                    r,
+                r._replace(
                     key=kd(r.key) if kd and r.key is not None else r.key,
                     value=vd(r.value) if vd and r.value is not None else r.value,
                 )

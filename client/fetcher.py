@@ -181,9 +181,16 @@ class Fetcher:
         self.prefetch_bytes_max = prefetch_bytes_max
         self.isolation_level = isolation_level
         self.reset_policy = RESET_POLICIES[auto_offset_reset]
+        # Fetch the next range of a partition while the application still reads the
+        # previous one (pipelining), up to this many buffered responses per partition.
+        self.prefetch_entries_per_partition_max = 2
         self.position_initializer = position_initializer
         self._completed: deque[_CompletedFetch] = deque()
         self._buffered_bytes = 0
+        # Per partition with buffered entries: how many, and the offset right after the
+        # last one (where the next, pipelined fetch starts).
+        self._buffered_count: dict[TopicPartition, int] = {}
+        self._fetch_end: dict[TopicPartition, int] = {}
         self._in_flight_nodes: set[int] = set()
         self._leaderless = False  # some fetchable partition had no known leader
         self._wake = asyncio.Event()
@@ -234,12 +241,11 @@ class Fetcher:
     def _send_fetches(self) -> None:
         if self._buffered_bytes >= self.prefetch_bytes_max:
             return
-        buffered = {c.tp for c in self._completed}
         cluster = self._client.cluster
         self._leaderless = False
         by_node: dict[int, list[TopicPartition]] = {}
         for tp in self._subs.fetchable():
-            if tp in buffered:
+            if self._buffered_count.get(tp, 0) >= self.prefetch_entries_per_partition_max:
                 continue
             leader = cluster.leader_for(tp)
             if leader < 0:
@@ -287,12 +293,12 @@ class Fetcher:
         for tp in tps:
             s = self._subs.assignment[tp]
             assert s.position is not None
-            offsets[tp] = s.position
+            offsets[tp] = position = self._fetch_end.get(tp, s.position)
             by_topic.setdefault(tp.topic, []).append(
                 FetchPartition(
                     partition=tp.partition,
                     current_leader_epoch=self._client.cluster.leader_epoch_for(tp),
-                    fetch_offset=s.position,
+                    fetch_offset=position,
                     partition_max_bytes=self.partition_fetch_bytes_max,
                 )
             )
@@ -336,7 +342,12 @@ class Fetcher:
                 tp = TopicPartition(t.topic, p.partition_index)
                 fetch_offset = offsets.get(tp)
                 state = self._subs.assignment.get(tp)
-                if fetch_offset is None or state is None or state.position != fetch_offset:
+                if (
+                    fetch_offset is None
+                    or state is None
+                    or state.position is None
+                    or self._fetch_end.get(tp, state.position) != fetch_offset
+                ):
                     continue  # re-assigned or seeked while the request was out
                 self._on_partition(tp, state, fetch_offset, p)
 
@@ -356,6 +367,9 @@ class Fetcher:
                 if completed.batches:
                     self._completed.append(completed)
                     self._buffered_bytes += completed.nbytes
+                    self._buffered_count[tp] = self._buffered_count.get(tp, 0) + 1
+                    last = records.read_batch_header(completed.batches[-1])
+                    self._fetch_end[tp] = last.last_offset + 1
                     self._records_ready.set()
             return
         cluster = self._client.cluster
@@ -455,7 +469,7 @@ class Fetcher:
             if keep is not None and keep(c.tp):
                 kept.append(c)
             else:
-                self._buffered_bytes -= c.nbytes
+                self._forget(c)
         self._completed = kept
         self._wake.set()
 
@@ -498,8 +512,17 @@ class Fetcher:
     def _retire(self, i: int) -> None:
         c = self._completed[i]
         del self._completed[i]
-        self._buffered_bytes -= c.nbytes
+        self._forget(c)
         self._wake.set()
+
+    def _forget(self, c: _CompletedFetch) -> None:
+        self._buffered_bytes -= c.nbytes
+        left = self._buffered_count[c.tp] - 1
+        if left:
+            self._buffered_count[c.tp] = left
+        else:
+            del self._buffered_count[c.tp]
+            del self._fetch_end[c.tp]
 
     def _drain_one(
         self, c: _CompletedFetch, state: PartitionState, budget: int
@@ -531,28 +554,19 @@ class Fetcher:
         return got
 
     def _decode(self, c: _CompletedFetch, view: memoryview, header: Any, position: int) -> None:
-        batch = records.decode_batch(view)
-        topic, partition = c.tp.topic, c.tp.partition
-        ts_type = header.timestamp_type
-        epoch = header.partition_leader_epoch
-        log_append = ts_type == records.TIMESTAMP_TYPE_LOG_APPEND
-        max_ts = header.max_timestamp
-        new = ConsumerRecord
-        c.pending.extend(
-            new(
-                topic,
-                partition,
-                r.offset,
-                max_ts if log_append else r.timestamp_ms,
-                r.key,
-                r.value,
-                r.headers,
-                ts_type,
-                epoch,
-            )
-            for r in batch.records
-            if r.offset >= position
-        )
+        decoded = records.decode_batch(view).records
+        if decoded and decoded[0].offset < position:  # a batch that starts before position
+            decoded = tuple(r for r in decoded if r.offset >= position)
+        if header.timestamp_type == records.TIMESTAMP_TYPE_LOG_APPEND:
+            ts = header.max_timestamp
+            decoded = tuple(r._replace(timestamp_ms=ts) for r in decoded)
+        # DecodedRecord is (offset, timestamp_ms, key, value, headers): one tuple concat per
+        # record yields ConsumerRecord's field order with no per-field Python work.
+        prefix = (c.tp.topic, c.tp.partition)
+        suffix = (header.timestamp_type, header.partition_leader_epoch)
+        new = tuple.__new__
+        cls = ConsumerRecord
+        c.pending.extend([new(cls, prefix + r + suffix) for r in decoded])
 
     async def wait_for_records(self, timeout_ms: float | None) -> bool:
         """Wait until a new fetch result (or an error) arrives; call after an empty take()."""

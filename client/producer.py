@@ -188,6 +188,7 @@ class Producer:
         self._producer_id = records.NO_PRODUCER_ID
         self._producer_epoch = records.NO_PRODUCER_EPOCH
         self.request_bytes_max = request_bytes_max
+        self._record_bytes_max = min(request_bytes_max, buffer_bytes_max)
         self.buffer_bytes_max = buffer_bytes_max
         self.delivery_timeout_ms = delivery_timeout_ms
         self.request_timeout_ms = request_timeout_ms
@@ -301,7 +302,7 @@ class Producer:
         size = RECORD_OVERHEAD_BYTES + (len(key) if key else 0) + (len(value) if value else 0)
         if headers:
             size += sum(len(k) + (len(v) if v else 0) + 10 for k, v in headers)
-        if size > self.request_bytes_max or size > self.buffer_bytes_max:
+        if size > self._record_bytes_max:
             raise RecordTooLargeError(f"record of about {size} bytes is too large")
         cluster = self._client.cluster
         if partition is None:
@@ -316,6 +317,10 @@ class Producer:
         tp = TopicPartition(topic, partition)
         if timestamp_ms is None:
             timestamp_ms = self._clock.wall_ms()
+        appended = self._acc.try_append(tp, key, value, headers or (), timestamp_ms)
+        if appended is not None:  # the hot path: no clock read, no await, no new batch
+            batch, index = appended
+            return RecordFuture(batch.handle, index, timestamp_ms)  # type: ignore[arg-type]
         now_ms = self._clock.monotonic_ms()
         appended = self._acc.append(tp, key, value, headers or (), timestamp_ms, now_ms, size)
         while appended is None:
