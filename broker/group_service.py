@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from broker.groups.coordinator import CoordinatorConfig, GroupCoordinator
@@ -123,9 +122,7 @@ class GroupService:
             records: list[Record] = []
             offset = partition.log_start_offset
             while offset < partition.high_watermark:
-                result = await self.node.driver.run_storage(
-                    partial(partition.read, offset, _LOAD_READ_BYTES)
-                )
+                result = partition.read(offset, _LOAD_READ_BYTES)
                 if not result.batches:
                     break
                 for batch in decode_batches(result.to_bytes()):
@@ -133,6 +130,7 @@ class GroupService:
                         continue
                     records.extend((r.key or b"", r.value) for r in batch.records)
                 offset = result.next_offset
+                await asyncio.sleep(0)  # a long shard must not stall the event loop
             if partition.is_leader:
                 self.coordinator.load_shard(partition.index, records, PartitionGroupLog(partition))
                 log.info("loaded group shard %d (%d records)", partition.index, len(records))

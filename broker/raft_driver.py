@@ -38,7 +38,7 @@ from raft.errors import RaftError
 from raft.messages import Message
 from raft.raw_node import RawNode
 from raft.ready import Ready
-from raft.types import Entry, Role, Snapshot, SoftState
+from raft.types import Entry, HardState, Role, Snapshot, SoftState
 
 log = logging.getLogger("raftka.raft")
 _T = TypeVar("_T")
@@ -198,10 +198,6 @@ class RaftDriver:
             self.mark(group)
             return node.raft.log.last_index(), node.raft.term
 
-    async def run_storage(self, fn: Callable[[], _T]) -> _T:
-        """Run `fn` on the storage thread, ordered with every persist."""
-        return await asyncio.get_running_loop().run_in_executor(self._io, fn)
-
     async def until_idle(self, group: RaftGroup) -> None:
         while group.busy and not group.removed:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -259,13 +255,12 @@ class RaftDriver:
                 batch = self._collect()
                 if not batch:
                     break
-                if any(rd.entries or rd.hard_state or rd.snapshot for _, rd in batch):
+                states, to_sync, hard_states = _write(batch)
+                if to_sync or hard_states:
                     started = loop.time()
-                    states = await loop.run_in_executor(self._io, _persist, batch)
+                    await loop.run_in_executor(self._io, _sync, to_sync, hard_states)
                     if self.on_fsync is not None:
                         self.on_fsync(loop.time() - started)
-                else:
-                    states = [b""] * len(batch)
                 for (group, rd), state in zip(batch, states):
                     self._finish(group, rd, state)
 
@@ -322,10 +317,17 @@ class RaftDriver:
             self._dirty.add(group)
 
 
-def _persist(batch: list[tuple[RaftGroup, Ready]]) -> list[bytes]:
-    """On the storage thread: write every Ready's state, then fsync each log once."""
+def _write(
+    batch: list[tuple[RaftGroup, Ready]],
+) -> tuple[list[bytes], list[RaftLogStorage], list[tuple[RaftLogStorage, HardState]]]:
+    """On the event loop: install snapshots and append entries (page-cache writes).
+
+    The loop thread is the only owner of every log (storage requires one owner); only
+    the fsyncs and the small hard-state files go to the storage thread, in `_sync`.
+    """
     states: list[bytes] = []
-    to_sync = []
+    to_sync: list[RaftLogStorage] = []
+    hard_states: list[tuple[RaftLogStorage, HardState]] = []
     for group, rd in batch:
         storage = group.storage
         state = b""
@@ -333,11 +335,19 @@ def _persist(batch: list[tuple[RaftGroup, Ready]]) -> list[bytes]:
             state = storage.install_snapshot(rd.snapshot)
         if rd.entries:
             storage.append(rd.entries)
-        if rd.hard_state is not None:
-            storage.save_hard_state(rd.hard_state, durable=False)
+        if rd.hard_state is not None and storage.stage_hard_state(rd.hard_state):
+            hard_states.append((storage, rd.hard_state))
         if rd.must_sync and (rd.entries or rd.snapshot is not None):
             to_sync.append(storage)
         states.append(state)
+    return states, to_sync, hard_states
+
+
+def _sync(
+    to_sync: list[RaftLogStorage], hard_states: list[tuple[RaftLogStorage, HardState]]
+) -> None:
+    """On the storage thread: one fsync per written log, then term/vote files."""
     for storage in to_sync:
         storage.sync()
-    return states
+    for storage, hard_state in hard_states:
+        storage.save_hard_state_file(hard_state)

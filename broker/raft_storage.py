@@ -129,14 +129,22 @@ class RaftLogStorage:
             ]
         )
 
-    def save_hard_state(self, hard_state: HardState, durable: bool) -> None:
-        """Term and vote must be durable before any vote leaves; commit may lag safely."""
+    def stage_hard_state(self, hard_state: HardState) -> bool:
+        """Remember the new hard state; True when its file must be rewritten.
+
+        Term and vote must be durable before any vote leaves; the commit index alone
+        may lag on disk safely (it is re-learned from the leader), so it does not
+        cost an fsync of its own.
+        """
         old = self.hard_state
         self.hard_state = hard_state
-        if durable or hard_state.term != old.term or hard_state.vote != old.vote:
-            self.hard_state_file.save(
-                StoredHardState(hard_state.term, hard_state.vote or None, hard_state.commit)
-            )
+        return hard_state.term != old.term or hard_state.vote != old.vote
+
+    def save_hard_state_file(self, hard_state: HardState) -> None:
+        """Write the hard state atomically (temp file, fsync, rename, fsync directory)."""
+        self.hard_state_file.save(
+            StoredHardState(hard_state.term, hard_state.vote or None, hard_state.commit)
+        )
 
     def install_snapshot(self, snapshot: Snapshot) -> bytes:
         """Replace the whole log by the snapshot's start point; returns its state bytes."""

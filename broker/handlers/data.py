@@ -14,7 +14,6 @@ client that saw an old leader truncates correctly.
 from __future__ import annotations
 
 import asyncio
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from broker.partition import Partition, PartitionError
@@ -409,9 +408,8 @@ async def handle_delete_records(
                 target = partition.high_watermark if p.offset == -1 else p.offset
                 if not partition.log_start_offset <= target <= partition.high_watermark:
                     raise PartitionError(ErrorCode.OFFSET_OUT_OF_RANGE)
-                low = await node.driver.run_storage(
-                    partial(partition.delete_records_before, target)
-                )
+                # On the loop thread: it owns the log (a rare, small checkpoint write).
+                low = partition.delete_records_before(target)
                 results.append(
                     DeleteRecordsPartitionResult(
                         partition_index=p.partition_index, low_watermark=low, error_code=0
