@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer as CkConsumer
@@ -28,18 +26,6 @@ from tests.harness import BrokerProcess
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 KAFKA_PYTHON_CODECS = {"none", "gzip"}
 _names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    node = BrokerProcess(1, Path(tmp_path_factory.mktemp("client-broker")))
-    node.start()
-    try:
-        node.wait_ready()
-        yield node
-    finally:
-        if node.is_running():
-            node.terminate()
 
 
 def fresh(prefix: str) -> str:
