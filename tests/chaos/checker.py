@@ -1,0 +1,352 @@
+"""The checker: pure functions from a history (a list of `Op`) to anomalies.
+
+It ports the Jepsen Kafka queue checker's semantics (re-implemented from its spec):
+
+- lost: an acknowledged send never read although reads went past its offset.
+- unseen: an acknowledged send never read at all (after final reads: a true loss).
+- duplicates: one value read at more than one offset.
+- inconsistent_offsets: one offset holding two different values (acks and reads).
+- ack_offset_mismatch: a value acknowledged at one offset but read only at another.
+- aborted_reads: a value from a definitely failed send is read.
+- phantom_reads: a value read that no send ever carried.
+- poll_skip / nonmonotonic_poll (and int_ variants within one poll): an assign-mode
+  consumer must read each partition's offsets in order without gaps between assigns.
+  Gaps are judged by the dense order of every offset known to exist, so sparse
+  offsets are not flagged.
+- nonmonotonic_send: one idempotent producer's later send to a partition landing at a
+  lower offset than its earlier one.
+- incomplete_final_reads: final reads that did not reach the high watermark.
+
+Availability: for each fault window (nemesis start ok .. stop invoke) the longest stretch
+without an acknowledged send, and the recovery time after the stop until every
+partition has acknowledged a send again.
+
+Error classification happens where the op is recorded (see `workload.classify_error`):
+`fail` must mean "definitely not appended"; NOT_LEADER and timeouts are `info`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.chaos.history import Op, completions
+
+# Anomalies that mean the broker broke a promise; any one fails a run.
+SAFETY_ANOMALIES = (
+    "lost",
+    "unseen",
+    "duplicates",
+    "inconsistent_offsets",
+    "ack_offset_mismatch",
+    "aborted_reads",
+    "phantom_reads",
+    "poll_skip",
+    "nonmonotonic_poll",
+    "int_poll_skip",
+    "int_nonmonotonic_poll",
+    "nonmonotonic_send",
+    "incomplete_final_reads",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    value: int
+    partition: int
+    offset: int
+    process: str
+    invoke_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class FaultWindow:
+    fault_id: int
+    fault: str
+    detail: dict[str, Any]
+    start_ns: int
+    stop_ns: int
+    ok_sends: int
+    longest_gap_ns: int
+    recovery_ns: int | None  # None: some partition never acknowledged a send after stop
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    counts: dict[str, int]
+    anomalies: dict[str, list[dict[str, Any]]]
+    faults: list[FaultWindow] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return not any(self.anomalies.get(name) for name in SAFETY_ANOMALIES)
+
+    def anomaly_counts(self) -> dict[str, int]:
+        return {name: len(self.anomalies.get(name, [])) for name in SAFETY_ANOMALIES}
+
+
+@dataclass(frozen=True, slots=True)
+class Sends:
+    acked: dict[int, Ack]
+    failed: set[int]
+    indefinite: set[int]
+    invoked: set[int]
+
+
+def collect_sends(ops: Sequence[Op]) -> Sends:
+    acked: dict[int, Ack] = {}
+    failed: set[int] = set()
+    indefinite: set[int] = set()
+    invoked: set[int] = set()
+    for inv, done in completions(op for op in ops if op.f == "send"):
+        value = int(inv.value["value"])
+        invoked.add(value)
+        if done is None or done.type == "info":
+            indefinite.add(value)
+        elif done.type == "fail":
+            failed.add(value)
+        else:
+            acked[value] = Ack(
+                value, int(done.value["partition"]), int(done.value["offset"]),
+                inv.process, inv.index,
+            )  # fmt: skip
+    return Sends(acked, failed, indefinite, invoked)
+
+
+def read_records(ops: Sequence[Op]) -> list[tuple[Op, int, int, int]]:
+    """(poll op, partition, offset, value) for every record every ok poll returned."""
+    out = []
+    for op in ops:
+        if op.f == "poll" and op.type == "ok":
+            for partition, offset, value in op.value.get("records", []):
+                out.append((op, int(partition), int(offset), int(value)))
+    return out
+
+
+def offset_map(sends: Sends, reads: Sequence[tuple[Op, int, int, int]]) -> dict[tuple[int, int], set[int]]:  # fmt: skip
+    """(partition, offset) -> every value an ack or a read put there."""
+    where: dict[tuple[int, int], set[int]] = defaultdict(set)
+    for ack in sends.acked.values():
+        where[(ack.partition, ack.offset)].add(ack.value)
+    for _, partition, offset, value in reads:
+        where[(partition, offset)].add(value)
+    return where
+
+
+def inconsistent_offsets(where: dict[tuple[int, int], set[int]]) -> list[dict[str, Any]]:
+    return [
+        {"partition": p, "offset": o, "values": sorted(vs)}
+        for (p, o), vs in sorted(where.items())
+        if len(vs) > 1
+    ]
+
+
+def read_locations(reads: Sequence[tuple[Op, int, int, int]]) -> dict[int, set[tuple[int, int]]]:
+    locations: dict[int, set[tuple[int, int]]] = defaultdict(set)
+    for _, partition, offset, value in reads:
+        locations[value].add((partition, offset))
+    return locations
+
+
+def duplicates(locations: dict[int, set[tuple[int, int]]]) -> list[dict[str, Any]]:
+    return [
+        {"value": v, "locations": sorted(locs)}
+        for v, locs in sorted(locations.items())
+        if len(locs) > 1
+    ]
+
+
+def lost_and_unseen(
+    sends: Sends, locations: dict[int, set[tuple[int, int]]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Unseen: acked, never read. Lost: unseen although some read went past its offset."""
+    max_read: dict[int, int] = {}
+    for locs in locations.values():
+        for partition, offset in locs:
+            max_read[partition] = max(max_read.get(partition, -1), offset)
+    lost, unseen = [], []
+    for ack in sorted(sends.acked.values(), key=lambda a: (a.partition, a.offset)):
+        if ack.value in locations:
+            continue
+        row = {"value": ack.value, "partition": ack.partition, "offset": ack.offset}
+        unseen.append(row)
+        if max_read.get(ack.partition, -1) > ack.offset:
+            lost.append(row)
+    return lost, unseen
+
+
+def ack_offset_mismatch(
+    sends: Sends, locations: dict[int, set[tuple[int, int]]]
+) -> list[dict[str, Any]]:
+    out = []
+    for ack in sends.acked.values():
+        locs = locations.get(ack.value)
+        if locs and (ack.partition, ack.offset) not in locs:
+            out.append(
+                {
+                    "value": ack.value,
+                    "acked_at": [ack.partition, ack.offset],
+                    "read_at": sorted(locs),
+                }
+            )
+    return sorted(out, key=lambda r: r["value"])
+
+
+def aborted_and_phantom_reads(
+    sends: Sends, locations: dict[int, set[tuple[int, int]]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    aborted = [
+        {"value": v, "locations": sorted(locations[v])}
+        for v in sorted(sends.failed & locations.keys())
+    ]
+    phantom = [
+        {"value": v, "locations": sorted(locs)}
+        for v, locs in sorted(locations.items())
+        if v not in sends.invoked
+    ]
+    return aborted, phantom
+
+
+def poll_order(
+    ops: Sequence[Op], where: dict[tuple[int, int], set[int]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Assign-mode consumers: successive reads of a partition go up by exactly one known
+    offset. An assign (invoked, whatever its outcome) resets the consumer's positions."""
+    known: dict[int, list[int]] = defaultdict(list)
+    for partition, offset in sorted(where):
+        known[partition].append(offset)
+    out: dict[str, list[dict[str, Any]]] = {
+        "poll_skip": [], "nonmonotonic_poll": [], "int_poll_skip": [], "int_nonmonotonic_poll": [],
+    }  # fmt: skip
+    last: dict[tuple[str, int], int] = {}
+    for op in ops:
+        if op.f == "assign" and op.type == "invoke":
+            for key in [k for k in last if k[0] == op.process]:
+                del last[key]
+        if not (op.f == "poll" and op.type == "ok"):
+            continue
+        seen_here: set[int] = set()
+        for partition, offset, _ in op.value.get("records", []):
+            key = (op.process, int(partition))
+            prev = last.get(key)
+            last[key] = int(offset)
+            inner = int(partition) in seen_here
+            seen_here.add(int(partition))
+            if prev is None:
+                continue
+            prefix = "int_" if inner else ""
+            row = {"process": op.process, "op_index": op.index, "partition": partition,
+                   "from": prev, "to": offset}  # fmt: skip
+            if offset <= prev:
+                out[prefix + "nonmonotonic_poll"].append(row)
+                continue
+            order = known[int(partition)]
+            gap = bisect.bisect_left(order, offset) - bisect.bisect_left(order, prev)
+            if gap > 1:
+                out[prefix + "poll_skip"].append(row | {"skipped": gap - 1})
+    return out
+
+
+def nonmonotonic_sends(sends: Sends) -> list[dict[str, Any]]:
+    by_producer: dict[tuple[str, int], list[Ack]] = defaultdict(list)
+    for ack in sends.acked.values():
+        by_producer[(ack.process, ack.partition)].append(ack)
+    out = []
+    for (process, partition), acks in sorted(by_producer.items()):
+        acks.sort(key=lambda a: a.invoke_index)
+        for a, b in itertools.pairwise(acks):
+            if b.offset <= a.offset:
+                out.append({"process": process, "partition": partition,
+                            "values": [a.value, b.value], "offsets": [a.offset, b.offset]})  # fmt: skip
+    return out
+
+
+def incomplete_final_reads(ops: Sequence[Op]) -> list[dict[str, Any]]:
+    return [dict(op.value or {}, error=op.error) for op in ops if op.f == "final-read" and op.type == "fail"]  # fmt: skip
+
+
+def fault_windows(ops: Sequence[Op]) -> list[FaultWindow]:
+    ok_send_times: list[int] = []
+    ok_by_partition: dict[int, list[int]] = defaultdict(list)
+    for op in ops:
+        if op.f == "send" and op.type == "ok":
+            ok_send_times.append(op.time_ns)
+            ok_by_partition[int(op.value["partition"])].append(op.time_ns)
+    ok_send_times.sort()
+    for times in ok_by_partition.values():
+        times.sort()
+    starts: dict[int, Op] = {}
+    stops: dict[int, Op] = {}
+    for op in ops:
+        if op.f != "nemesis" or not isinstance(op.value, dict):
+            continue
+        fid = int(op.value["fault_id"])
+        if op.value.get("phase") == "start" and op.type == "ok":
+            starts[fid] = op
+        elif op.value.get("phase") == "stop" and op.type == "invoke":
+            stops[fid] = op
+    windows = []
+    for fid, start in sorted(starts.items()):
+        stop = stops.get(fid)
+        if stop is None:
+            continue
+        windows.append(_window(fid, start, stop.time_ns, ok_send_times, ok_by_partition))
+    return windows
+
+
+def _window(
+    fid: int, start: Op, stop_ns: int, ok_times: list[int], by_partition: dict[int, list[int]]
+) -> FaultWindow:
+    lo = bisect.bisect_right(ok_times, start.time_ns)
+    hi = bisect.bisect_left(ok_times, stop_ns)
+    points = [start.time_ns, *ok_times[lo:hi], stop_ns]
+    gap = max((b - a for a, b in itertools.pairwise(points)), default=0)
+    recovery: int | None = 0
+    for times in by_partition.values():
+        i = bisect.bisect_right(times, stop_ns)
+        if i == len(times):
+            recovery = None
+            break
+        assert recovery is not None
+        recovery = max(recovery, times[i] - stop_ns)
+    detail = {k: v for k, v in start.value.items() if k not in ("phase", "fault_id", "fault")}
+    return FaultWindow(fid, str(start.value["fault"]), detail, start.time_ns, stop_ns,
+                       hi - lo, gap, recovery)  # fmt: skip
+
+
+def check(ops: Sequence[Op]) -> CheckResult:
+    ops = sorted(ops, key=lambda op: op.index)
+    sends = collect_sends(ops)
+    reads = read_records(ops)
+    where = offset_map(sends, reads)
+    locations = read_locations(reads)
+    lost, unseen = lost_and_unseen(sends, locations)
+    aborted, phantom = aborted_and_phantom_reads(sends, locations)
+    anomalies: dict[str, list[dict[str, Any]]] = {
+        "lost": lost,
+        "unseen": unseen,
+        "duplicates": duplicates(locations),
+        "inconsistent_offsets": inconsistent_offsets(where),
+        "ack_offset_mismatch": ack_offset_mismatch(sends, locations),
+        "aborted_reads": aborted,
+        "phantom_reads": phantom,
+        "nonmonotonic_send": nonmonotonic_sends(sends),
+        "incomplete_final_reads": incomplete_final_reads(ops),
+        **poll_order(ops, where),
+    }
+    counts = {
+        "sends": len(sends.invoked),
+        "acked": len(sends.acked),
+        "failed": len(sends.failed),
+        "indefinite": len(sends.indefinite),
+        "polls_ok": sum(1 for op in ops if op.f == "poll" and op.type == "ok"),
+        "records_read": len(reads),
+        "distinct_values_read": len(locations),
+        "faults": sum(1 for op in ops if op.f == "nemesis" and op.type == "invoke"
+                      and isinstance(op.value, dict) and op.value.get("phase") == "start"),
+    }  # fmt: skip
+    return CheckResult(counts, anomalies, fault_windows(ops))

@@ -1,0 +1,235 @@
+"""The checker on synthetic histories: each anomaly is found, and a clean history passes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.chaos.checker import check
+from tests.chaos.history import HistoryWriter, Op, read_history
+
+MS = 1_000_000
+
+
+class H:
+    """Builds a history by hand; times in milliseconds."""
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+        self._id = 0
+
+    def _add(self, t_ms: int, process: str, type_: Any, f: str, op_id: int, value: Any,
+             error: str | None = None) -> None:  # fmt: skip
+        self.ops.append(Op(len(self.ops), t_ms * MS, process, type_, f, op_id, value, error))
+
+    def send(self, t_ms: int, value: int, partition: int, result: str = "ok",
+             offset: int | None = None, process: str = "producer-0") -> None:  # fmt: skip
+        self._id += 1
+        self._add(
+            t_ms, process, "invoke", "send", self._id, {"partition": partition, "value": value}
+        )
+        if result == "none":
+            return
+        done = {"partition": partition, "value": value}
+        if result == "ok":
+            assert offset is not None
+            done["offset"] = offset
+        self._add(t_ms + 1, process, result, "send", self._id, done)
+
+    def poll(self, t_ms: int, records: list[tuple[int, int, int]], process: str = "consumer-0") -> None:  # fmt: skip
+        self._id += 1
+        self._add(t_ms, process, "invoke", "poll", self._id, None)
+        self._add(t_ms, process, "ok", "poll", self._id, {"records": [list(r) for r in records]})
+
+    def assign(self, t_ms: int, partitions: list[int], process: str = "consumer-0") -> None:
+        self._id += 1
+        value = {"partitions": partitions, "seek": "beginning"}
+        self._add(t_ms, process, "invoke", "assign", self._id, value)
+        self._add(t_ms, process, "ok", "assign", self._id, value)
+
+    def nemesis(self, t_ms: int, phase: str, fault_id: int, fault: str = "kill") -> None:
+        self._id += 1
+        value = {"phase": phase, "fault": fault, "fault_id": fault_id, "node": 1}
+        self._add(t_ms, "nemesis", "invoke", "nemesis", self._id, value)
+        self._add(t_ms, "nemesis", "ok", "nemesis", self._id, value)
+
+
+def clean() -> H:
+    h = H()
+    h.assign(0, [0, 1])
+    for i in range(4):
+        h.send(10 * i, 100 + i, 0, offset=i)
+        h.send(10 * i, 200 + i, 1, offset=i)
+    h.poll(50, [(0, 0, 100), (0, 1, 101), (1, 0, 200)])
+    h.poll(60, [(0, 2, 102), (0, 3, 103), (1, 1, 201), (1, 2, 202), (1, 3, 203)])
+    return h
+
+
+def test_a_clean_history_is_valid() -> None:
+    result = check(clean().ops)
+    assert result.valid, result.anomalies
+    assert result.counts["acked"] == 8 and result.counts["records_read"] == 8
+
+
+def test_lost_write_is_an_acked_value_skipped_by_later_reads() -> None:
+    h = H()
+    h.send(0, 1, 0, offset=0)
+    h.send(0, 2, 0, offset=1)
+    h.send(0, 3, 0, offset=2)
+    h.poll(10, [(0, 0, 1), (0, 2, 3)])
+    result = check(h.ops)
+    assert [r["value"] for r in result.anomalies["lost"]] == [2]
+    assert [r["value"] for r in result.anomalies["unseen"]] == [2]
+    assert not result.valid
+
+
+def test_unseen_is_an_acked_value_past_every_read() -> None:
+    h = H()
+    h.send(0, 1, 0, offset=0)
+    h.send(0, 2, 0, offset=1)
+    h.poll(10, [(0, 0, 1)])
+    result = check(h.ops)
+    assert result.anomalies["lost"] == []
+    assert [r["value"] for r in result.anomalies["unseen"]] == [2]
+
+
+def test_indefinite_sends_may_be_missing_or_present() -> None:
+    h = H()
+    h.send(0, 1, 0, result="info")
+    h.send(0, 2, 0, result="none")
+    h.send(0, 3, 0, offset=1)
+    h.poll(10, [(0, 0, 1), (0, 1, 3)])
+    result = check(h.ops)
+    assert result.valid, result.anomalies
+    assert result.counts["indefinite"] == 2
+
+
+def test_duplicate_is_one_value_at_two_offsets() -> None:
+    h = H()
+    h.send(0, 1, 0, offset=0)
+    h.poll(10, [(0, 0, 1), (0, 1, 1)])
+    result = check(h.ops)
+    assert result.anomalies["duplicates"] == [{"value": 1, "locations": [(0, 0), (0, 1)]}]
+
+
+def test_inconsistent_offset_from_a_read_disagreeing_with_an_ack() -> None:
+    h = H()
+    h.send(0, 1, 0, offset=0)
+    h.send(0, 2, 0, offset=0)  # two acks for one offset
+    h.poll(10, [(0, 0, 1)], process="consumer-0")
+    h.poll(10, [(0, 0, 3)], process="consumer-1")
+    h.send(0, 3, 0, result="info")
+    result = check(h.ops)
+    assert result.anomalies["inconsistent_offsets"] == [{"partition": 0, "offset": 0, "values": [1, 2, 3]}]  # fmt: skip
+
+
+def test_ack_offset_mismatch() -> None:
+    h = H()
+    h.send(0, 1, 0, offset=0)
+    h.poll(10, [(0, 5, 1)])
+    result = check(h.ops)
+    assert result.anomalies["ack_offset_mismatch"] == [{"value": 1, "acked_at": [0, 0], "read_at": [(0, 5)]}]  # fmt: skip
+
+
+def test_aborted_read_is_a_failed_value_that_is_visible() -> None:
+    h = H()
+    h.send(0, 1, 0, result="fail")
+    h.poll(10, [(0, 0, 1)])
+    result = check(h.ops)
+    assert [r["value"] for r in result.anomalies["aborted_reads"]] == [1]
+
+
+def test_phantom_read_is_a_value_nobody_sent() -> None:
+    h = H()
+    h.poll(10, [(0, 0, 99)])
+    assert [r["value"] for r in check(h.ops).anomalies["phantom_reads"]] == [99]
+
+
+def test_poll_skip_and_nonmonotonic_between_and_within_polls() -> None:
+    h = H()
+    for i in range(6):
+        h.send(0, i, 0, offset=i)
+    h.assign(1, [0])
+    h.poll(10, [(0, 0, 0), (0, 1, 1)])
+    h.poll(11, [(0, 3, 3)])  # skips offset 2
+    h.poll(12, [(0, 2, 2)])  # goes backwards
+    h.poll(13, [(0, 3, 3), (0, 5, 5), (0, 4, 4)])  # int skip, then int backwards
+    result = check(h.ops)
+    assert [(r["from"], r["to"]) for r in result.anomalies["poll_skip"]] == [(1, 3)]
+    assert [(r["from"], r["to"]) for r in result.anomalies["nonmonotonic_poll"]] == [(3, 2)]
+    assert [(r["from"], r["to"]) for r in result.anomalies["int_poll_skip"]] == [(3, 5)]
+    assert [(r["from"], r["to"]) for r in result.anomalies["int_nonmonotonic_poll"]] == [(5, 4)]
+
+
+def test_assign_resets_positions_and_sparse_offsets_are_not_skips() -> None:
+    h = H()
+    h.send(0, 1, 0, offset=0)
+    h.send(0, 2, 0, offset=5)  # offsets 1..4 never existed (sparse)
+    h.assign(1, [0])
+    h.poll(10, [(0, 0, 1), (0, 5, 2)])
+    h.assign(11, [0])
+    h.poll(12, [(0, 0, 1)])  # back to the start after an assign: fine
+    assert check(h.ops).valid
+
+
+def test_nonmonotonic_send_from_one_producer() -> None:
+    h = H()
+    h.send(0, 1, 0, offset=3)
+    h.send(1, 2, 0, offset=2)
+    h.poll(10, [(0, 2, 2), (0, 3, 1)])
+    result = check(h.ops)
+    assert [r["values"] for r in result.anomalies["nonmonotonic_send"]] == [[1, 2]]
+
+
+def test_incomplete_final_read_fails_the_run() -> None:
+    h = clean()
+    h._add(100, "final", "invoke", "final-read", 999, {"partition": 0, "high_watermark": 9})
+    h._add(101, "final", "fail", "final-read", 999, {"partition": 0, "high_watermark": 9, "read_to": 4})  # fmt: skip
+    result = check(h.ops)
+    assert not result.valid and len(result.anomalies["incomplete_final_reads"]) == 1
+
+
+def test_availability_window_and_recovery() -> None:
+    h = H()
+    h.send(0, 1, 0, offset=0)
+    h.send(0, 2, 1, offset=0)
+    h.nemesis(100, "start", 1)  # ok at 100
+    h.send(200, 3, 0, offset=1)  # ok at 201
+    h.send(900, 4, 0, offset=2)  # ok at 901: the longest gap is 201..901
+    h.nemesis(1000, "stop", 1)
+    h.send(1100, 5, 0, offset=3)  # ok at 1101
+    h.send(1500, 6, 1, offset=1)  # ok at 1501: partition 1 recovers last
+    h.poll(2000, [(0, 0, 1), (0, 1, 3), (0, 2, 4), (0, 3, 5), (1, 0, 2), (1, 1, 6)])
+    result = check(h.ops)
+    assert result.valid, result.anomalies
+    (window,) = result.faults
+    assert window.fault == "kill" and window.ok_sends == 2
+    assert window.longest_gap_ns == 700 * MS
+    assert window.recovery_ns == 501 * MS
+
+
+def test_recovery_is_none_when_a_partition_never_recovers() -> None:
+    h = H()
+    h.send(0, 1, 0, offset=0)
+    h.send(0, 2, 1, offset=0)
+    h.nemesis(100, "start", 1)
+    h.nemesis(200, "stop", 1)
+    h.send(300, 3, 0, offset=1)
+    (window,) = check(h.ops).faults
+    assert window.recovery_ns is None and window.longest_gap_ns == 100 * MS
+
+
+def test_history_round_trips_through_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "history.jsonl"
+    with HistoryWriter(path) as w:
+        op_id = w.invoke("producer-0", "send", {"partition": 0, "value": 7})
+        w.record("producer-0", "ok", "send", op_id, {"partition": 0, "value": 7, "offset": 0})
+        op_id = w.invoke("consumer-0", "poll")
+        w.record("consumer-0", "ok", "poll", op_id, {"records": [[0, 0, 7]]})
+        op_id = w.invoke("producer-0", "send", {"partition": 0, "value": 8})
+        w.record("producer-0", "info", "send", op_id, {"partition": 0, "value": 8}, error="timeout")
+    ops = read_history(path)
+    assert [op.type for op in ops] == ["invoke", "ok", "invoke", "ok", "invoke", "info"]
+    assert ops[-1].error == "timeout"
+    result = check(ops)
+    assert result.valid and result.counts == result.counts | {"acked": 1, "indefinite": 1}
