@@ -82,6 +82,7 @@ class FakeCluster:
         self.produce_errors: dict[tuple[str, int], list[int]] = {}
         self.committed: dict[tuple[str, str, int], int] = {}
         self.requests: list[tuple[int, str]] = []  # (node id, request class name)
+        self.stalled: set[str] = set()  # request class names never answered
         self._servers: list[asyncio.Server] = []
         self._transports: dict[int, set[asyncio.Transport]] = {}
         self._appended = asyncio.Event()
@@ -135,6 +136,8 @@ class FakeCluster:
     async def handle(self, node_id: int, header: Any, body: Any) -> Any:
         name = type(body).__name__
         self.requests.append((node_id, name))
+        if name in self.stalled:
+            await asyncio.Event().wait()  # never answers; the connection's close cancels it
         handler = getattr(self, "_" + name, None)
         assert handler is not None, f"fake broker has no handler for {name}"
         result = handler(node_id, header, body)

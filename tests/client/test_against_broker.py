@@ -291,3 +291,32 @@ async def test_admin_topics_partitions_configs_offsets_groups(broker: BrokerProc
         assert [b.node_id for b in cluster.brokers] == [1]
         await admin.delete_topics([topic])
         assert topic not in await admin.list_topics()
+
+
+async def test_pattern_subscription_picks_up_new_topics(broker: BrokerProcess) -> None:
+    bootstrap = broker.kafka_address
+    prefix = fresh("pat")
+    await create(bootstrap, f"{prefix}-a", 1)
+    c = Consumer(
+        bootstrap_servers=bootstrap,
+        group_id=fresh("pg"),
+        auto_offset_reset="earliest",
+        metadata_max_age_ms=300,
+        heartbeat_interval_ms=200,
+    )
+    await c.start()
+    try:
+        c.subscribe(pattern=f"{prefix}-.*")
+        await create(bootstrap, f"{prefix}-b", 1)
+        async with Producer(bootstrap) as p:
+            await p.send_and_wait(f"{prefix}-a", b"from-a")
+            await p.send_and_wait(f"{prefix}-b", b"from-b")
+        got: set[bytes] = set()
+        deadline = time.monotonic() + 30
+        while len(got) < 2 and time.monotonic() < deadline:
+            for batch in (await c.getmany(timeout_ms=200)).values():
+                got.update(r.value for r in batch if r.value)
+        assert got == {b"from-a", b"from-b"}
+        assert c.subscription() == {f"{prefix}-a", f"{prefix}-b"}
+    finally:
+        await c.close()
