@@ -21,6 +21,8 @@ Nothing else changes: same variables, same listener names and layout, same peers
 
 from __future__ import annotations
 
+import copy
+import functools
 import shlex
 import socket
 import subprocess
@@ -49,6 +51,12 @@ WILDCARDS = frozenset({"0.0.0.0", "::", ""})
 
 def compose_config(path: Path) -> dict[str, Any]:
     """`docker-compose -f path config`, parsed. Raises with its stderr when it fails."""
+    return copy.deepcopy(_compose_config(path))
+
+
+@functools.cache
+def _compose_config(path: Path) -> dict[str, Any]:
+    # Cached: each run costs about a second, and the files do not change during a test run.
     proc = subprocess.run(
         ["docker-compose", "-f", str(path), "config"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,

@@ -155,3 +155,31 @@ def _host_port(svc: dict, target: int) -> int:
         if int(p["target"]) == target:
             return int(p["published"])
     raise AssertionError(f"port {target} not published")
+
+
+def _dockerfile_instructions() -> dict[str, list[str]]:
+    """Instruction -> its argument texts, continuation lines joined."""
+    text = (ROOT / "deploy/Dockerfile").read_text().replace("\\\n", " ")
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.setdefault(word.upper(), []).append(rest.strip())
+    return out
+
+
+def test_dockerfile_shape_and_healthcheck_match_compose() -> None:
+    ins = _dockerfile_instructions()
+    assert ins["FROM"] == ["python:3.11-slim"]
+    assert ins["USER"] == ["raftka"]  # non-root
+    assert json.loads(ins["VOLUME"][0]) == ["/var/lib/raftka"]
+    assert json.loads(ins["ENTRYPOINT"][0]) == ["python", "-m", "broker", "serve"]
+    assert any("pip install ." in run for run in ins["RUN"])
+    # The image's HEALTHCHECK is the command the compose files run (and the cluster test
+    # executes against a live node): one definition of "healthy".
+    options, _, cmd = ins["HEALTHCHECK"][0].partition("CMD ")
+    assert "/readyz" in cmd and "--start-period" in options
+    for path in COMPOSE_FILES:
+        for name, svc in broker_services(compose_config(path)).items():
+            assert svc["healthcheck"]["test"] == ["CMD", *json.loads(cmd)], (path.name, name)
