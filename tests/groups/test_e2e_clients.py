@@ -1,0 +1,276 @@
+"""Consumer groups of real clients against a real broker process (issue 7's proof, part 1).
+
+confluent-kafka (range and cooperative-sticky), kafka-python (with its admin describing
+the group) and aiokafka each form a group over a 4-partition topic, read every record
+exactly once, commit, survive a member leaving, and resume from committed offsets.
+Heartbeat intervals are short so rebalances are noticed quickly (members learn of a
+rebalance through their heartbeat, as in Kafka).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from tests.harness import BrokerProcess
+
+PARTITIONS = 4
+RECORDS = 200
+WAIT_S = 30.0
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    node = BrokerProcess(1, tmp_path_factory.mktemp("groups-e2e"))
+    node.start()
+    try:
+        node.wait_ready()
+        yield node
+    finally:
+        if node.is_running():
+            node.terminate()
+
+
+def new_topic(broker: BrokerProcess) -> str:
+    name = f"grp-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": broker.kafka_address})
+    for fut in admin.create_topics([NewTopic(name, PARTITIONS, 1)]).values():
+        fut.result(10)
+    return name
+
+
+def produce(broker: BrokerProcess, topic: str, start: int, count: int) -> set[bytes]:
+    producer = Producer({"bootstrap.servers": broker.kafka_address})
+    values = {f"v{i}".encode() for i in range(start, start + count)}
+    for i, v in enumerate(sorted(values)):
+        producer.produce(topic, key=str(i).encode(), value=v)
+    assert producer.flush(10) == 0
+    return values
+
+
+def confluent_consumer(broker: BrokerProcess, group: str, strategy: str) -> Consumer:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.kafka_address,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "heartbeat.interval.ms": 100,
+            "session.timeout.ms": 6000,
+            "partition.assignment.strategy": strategy,
+        }
+    )
+    OPEN.append(consumer)
+    return consumer
+
+
+OPEN: list[Consumer] = []
+
+
+@pytest.fixture(autouse=True)
+def close_consumers() -> Iterator[None]:
+    """librdkafka threads keep a process alive: close every consumer, also on failure."""
+    yield
+    while OPEN:
+        OPEN.pop().close()
+
+
+def commit(c: Consumer, msg: Message) -> None:
+    """Commit synchronously; retry REBALANCE_IN_PROGRESS as applications must.
+
+    Kafka refuses commits while a group waits for its leader's assignment
+    (CompletingRebalance); the commit succeeds once the group is Stable again.
+    """
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        try:
+            c.commit(msg, asynchronous=False)
+            return
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.REBALANCE_IN_PROGRESS:
+                raise
+            assert time.monotonic() < deadline, "commit kept failing"
+            time.sleep(0.02)
+
+
+def poll_until(consumers: list[Consumer], done: Callable[[], bool], got: dict[bytes, int]) -> None:
+    """Poll every consumer in turn, committing each record, until `done()` holds."""
+    deadline = time.monotonic() + WAIT_S
+    while not done():
+        assert time.monotonic() < deadline, f"timed out; got {len(got)} records"
+        for c in consumers:
+            msg = c.poll(0.05)
+            if msg is None or msg.error():
+                continue
+            got[msg.value()] = got.get(msg.value(), 0) + 1
+            commit(c, msg)
+
+
+def partitions_of(c: Consumer) -> set[int]:
+    return {tp.partition for tp in c.assignment()}
+
+
+@pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
+def test_confluent_group_splits_takes_over_and_resumes(
+    broker: BrokerProcess, strategy: str
+) -> None:
+    """Records are produced only while the group is stable, so "exactly once" is exact.
+
+    (Commits racing a rebalance may fail with REBALANCE_IN_PROGRESS or ILLEGAL_GENERATION,
+    as with Kafka; the unit tests cover those answers.)
+    """
+    topic = new_topic(broker)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    a = confluent_consumer(broker, group, strategy)
+    b = confluent_consumer(broker, group, strategy)
+    a.subscribe([topic])
+    b.subscribe([topic])
+    got: dict[bytes, int] = {}
+
+    def split() -> bool:
+        pa, pb = partitions_of(a), partitions_of(b)
+        return bool(pa) and bool(pb) and not pa & pb and len(pa | pb) == PARTITIONS
+
+    poll_until([a, b], split, got)
+    first = produce(broker, topic, 0, RECORDS)
+    poll_until([a, b], lambda: len(got) >= RECORDS, got)
+    assert split()
+    assert set(got) == first and set(got.values()) == {1}  # every record exactly once
+
+    OPEN.remove(a)
+    a.close()  # LeaveGroup: b takes over every partition
+    poll_until([b], lambda: len(partitions_of(b)) == PARTITIONS, got)
+    second = produce(broker, topic, RECORDS, 40)
+    poll_until([b], lambda: len(got) >= RECORDS + 40, got)
+    assert set(got) == first | second and set(got.values()) == {1}
+    OPEN.remove(b)
+    b.close()
+
+    third = produce(broker, topic, RECORDS + 40, 20)
+    c = confluent_consumer(broker, group, strategy)
+    c.subscribe([topic])
+    resumed: dict[bytes, int] = {}
+    poll_until([c], lambda: len(resumed) >= 20, resumed)
+    assert set(resumed) == third  # started at the committed offsets, nothing re-read
+
+
+def test_kafka_python_group_and_admin_describe(broker: BrokerProcess) -> None:
+    """Each consumer polls in its own thread, as applications do (a JoinGroup is a long
+    poll that completes only when the other member rejoins too)."""
+    from kafka import KafkaAdminClient, KafkaConsumer
+
+    topic = new_topic(broker)
+    group = f"kp-{uuid.uuid4().hex[:8]}"
+    sent = produce(broker, topic, 0, 60)
+    got: list[bytes] = []
+    owned: dict[int, int] = {}
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        consumer = KafkaConsumer(
+            topic,
+            bootstrap_servers=broker.kafka_address,
+            group_id=group,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            heartbeat_interval_ms=100,
+            session_timeout_ms=6000,
+        )
+        try:
+            while not stop.is_set():
+                for records in consumer.poll(500).values():
+                    got.extend(r.value for r in records)
+                    consumer.commit()
+                owned[i] = len(consumer.assignment())
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            consumer.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    admin = KafkaAdminClient(bootstrap_servers=broker.kafka_address)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not (len(got) >= 60 and owned.get(0) == owned.get(1) == 2):
+            assert time.monotonic() < deadline and not errors, (len(got), owned, errors)
+            time.sleep(0.05)
+        assert sorted(got) == sorted(sent)
+        assert group in {g["group_id"] for g in admin.list_groups()}
+        desc = admin.describe_groups([group])[group]
+        assert desc["group_state"] == "Stable" and desc["protocol_type"] == "consumer"
+        assert len(desc["members"]) == 2
+        while sum(o.offset for o in admin.list_group_offsets(group)[group].values()) < 60:
+            assert time.monotonic() < deadline, "commits never reached the end"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        admin.close()
+    assert not errors
+
+
+def test_aiokafka_group_commits_and_resumes(broker: BrokerProcess) -> None:
+    import aiokafka
+
+    topic = new_topic(broker)
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+    sent = produce(broker, topic, 0, 50)
+
+    async def consume(expected: int) -> list[bytes]:
+        c = aiokafka.AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=broker.kafka_address,
+            group_id=group,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            heartbeat_interval_ms=100,
+        )
+        await c.start()
+        got: list[bytes] = []
+        try:
+            deadline = time.monotonic() + WAIT_S
+            while len(got) < expected:
+                assert time.monotonic() < deadline
+                for records in (await c.getmany(timeout_ms=200)).values():
+                    got += [r.value for r in records if r.value is not None]
+            await c.commit()
+        finally:
+            await c.stop()
+        return got
+
+    assert sorted(asyncio.run(consume(50))) == sorted(sent)
+    more = produce(broker, topic, 50, 10)
+    assert sorted(asyncio.run(consume(10))) == sorted(more)
+
+
+def test_describe_groups_shows_members_and_assignments(broker: BrokerProcess) -> None:
+    """kafka-python's admin decodes the subscription and assignment the broker stored."""
+    from kafka import KafkaAdminClient
+
+    topic = new_topic(broker)
+    group = f"d-{uuid.uuid4().hex[:8]}"
+    c = confluent_consumer(broker, group, "range")
+    c.subscribe([topic])
+    poll_until([c], lambda: len(partitions_of(c)) == 4, {})
+    admin = KafkaAdminClient(bootstrap_servers=broker.kafka_address)
+    try:
+        desc = admin.describe_groups([group])[group]
+        assert (desc["group_state"], desc["protocol_data"]) == ("Stable", "range")
+        (member,) = desc["members"]
+        assert member["member_metadata"]["topics"] == [topic]
+        assert member["member_assignment"]["assigned_partitions"] == [
+            {"topic": topic, "partitions": [0, 1, 2, 3]}
+        ]
+    finally:
+        admin.close()
