@@ -18,7 +18,7 @@ It ports the Jepsen Kafka queue checker's semantics (re-implemented from its spe
 - incomplete_final_reads: final reads that did not reach the high watermark.
 
 Availability: for each fault window (nemesis start ok .. stop invoke) the longest stretch
-without an acknowledged send, and the recovery time after the stop until every
+in which some partition acknowledged no send, and the recovery time after the stop until every
 partition has acknowledged a send again.
 
 Error classification happens where the op is recorded (see `workload.classify_error`):
@@ -301,18 +301,22 @@ def fault_windows(ops: Sequence[Op]) -> list[FaultWindow]:
 def _window(
     fid: int, start: Op, stop_ns: int, ok_times: list[int], by_partition: dict[int, list[int]]
 ) -> FaultWindow:
+    """Longest gap: the worst partition's longest stretch without an ok send in the window
+    (a leader kill stalls only that leader's partitions, so a global gap would hide it)."""
     lo = bisect.bisect_right(ok_times, start.time_ns)
     hi = bisect.bisect_left(ok_times, stop_ns)
-    points = [start.time_ns, *ok_times[lo:hi], stop_ns]
-    gap = max((b - a for a, b in itertools.pairwise(points)), default=0)
+    gap = 0
     recovery: int | None = 0
     for times in by_partition.values():
+        a = bisect.bisect_right(times, start.time_ns)
+        b = bisect.bisect_left(times, stop_ns)
+        points = [start.time_ns, *times[a:b], stop_ns]
+        gap = max(gap, *(y - x for x, y in itertools.pairwise(points)))
         i = bisect.bisect_right(times, stop_ns)
-        if i == len(times):
+        if i == len(times) or recovery is None:
             recovery = None
-            break
-        assert recovery is not None
-        recovery = max(recovery, times[i] - stop_ns)
+        else:
+            recovery = max(recovery, times[i] - stop_ns)
     detail = {k: v for k, v in start.value.items() if k not in ("phase", "fault_id", "fault")}
     return FaultWindow(fid, str(start.value["fault"]), detail, start.time_ns, stop_ns,
                        hi - lo, gap, recovery)  # fmt: skip

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
 from tests.chaos.checker import check
 from tests.chaos.history import HistoryWriter, Op, read_history
+from tests.chaos.nemesis import schedule
 
 MS = 1_000_000
 
@@ -195,7 +197,7 @@ def test_availability_window_and_recovery() -> None:
     h.send(0, 2, 1, offset=0)
     h.nemesis(100, "start", 1)  # ok at 100
     h.send(200, 3, 0, offset=1)  # ok at 201
-    h.send(900, 4, 0, offset=2)  # ok at 901: the longest gap is 201..901
+    h.send(900, 4, 0, offset=2)  # ok at 901: partition 0's longest gap is 201..901
     h.nemesis(1000, "stop", 1)
     h.send(1100, 5, 0, offset=3)  # ok at 1101
     h.send(1500, 6, 1, offset=1)  # ok at 1501: partition 1 recovers last
@@ -204,7 +206,7 @@ def test_availability_window_and_recovery() -> None:
     assert result.valid, result.anomalies
     (window,) = result.faults
     assert window.fault == "kill" and window.ok_sends == 2
-    assert window.longest_gap_ns == 700 * MS
+    assert window.longest_gap_ns == 900 * MS  # partition 1: nothing from 100 to 1000
     assert window.recovery_ns == 501 * MS
 
 
@@ -233,3 +235,15 @@ def test_history_round_trips_through_the_file(tmp_path: Path) -> None:
     assert ops[-1].error == "timeout"
     result = check(ops)
     assert result.valid and result.counts == result.counts | {"acked": 1, "indefinite": 1}
+
+
+def test_schedule_is_a_function_of_the_seed() -> None:
+    a = schedule(7, ["kill", "pause", "partition", "slow", "lossy"], 50.0, 3, 4)
+    assert a == schedule(7, ["kill", "pause", "partition", "slow", "lossy"], 50.0, 3, 4)
+    assert a != schedule(8, ["kill", "pause", "partition", "slow", "lossy"], 50.0, 3, 4)
+    assert {f.kind for f in a} <= {"kill", "pause", "partition", "slow", "lossy"} and len(a) >= 5
+    for f, g in itertools.pairwise(a):
+        assert f.at_s + f.hold_s < g.at_s, "faults overlap"
+    assert a[-1].at_s < 50.0
+    assert all(f.params["target"] == "leader" for f in schedule(1, ["kill-leader"], 30.0, 3, 4))
+    assert schedule(1, [], 30.0, 3, 4) == []

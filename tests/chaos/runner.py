@@ -1,0 +1,255 @@
+"""One chaos run end to end, and a campaign of runs with a summary table.
+
+A run: start a real cluster (fault_injection=true) under the run directory, create the
+topic, run the workload with a warm-up, a fault phase and a recovery phase, heal
+everything, wait for the replicas' high watermarks to agree, read every partition to
+its high watermark, then check the history and write `history.jsonl`, `report.json`
+and `report.txt` next to the nodes' logs and data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from tests.chaos.checker import SAFETY_ANOMALIES, CheckResult, check
+from tests.chaos.history import HistoryWriter, read_history
+from tests.chaos.nemesis import (  # fmt: skip
+    NemesisRunner,
+    cluster_views,
+    high_watermarks,
+    partition_leaders,
+    schedule,
+)
+from tests.chaos.workload import Workload, WorkloadConfig, final_reads
+from tests.harness import Cluster
+
+TOPIC = "chaos"
+EXAMPLES_MAX = 20  # anomaly examples kept per kind in the report
+BROKER_SETTINGS = {"tick_ms": "50", "fault_injection": "true"}
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    seed: int
+    nemeses: tuple[str, ...]
+    duration_s: float = 60.0
+    nodes: int = 3
+    partitions: int = 4
+    sends_per_s: float = 150.0
+    warmup_s: float = 2.0
+    recovery_s: float = 3.0
+    run_dir: Path | None = None
+
+    def replay_command(self) -> str:
+        return (
+            f"python -m tests.chaos --seed {self.seed} --nemesis {','.join(self.nemeses) or 'none'}"
+            f" --duration {self.duration_s:g} --partitions {self.partitions} --rate {self.sends_per_s:g}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    seed: int
+    nemeses: str
+    duration_s: float
+    valid: bool
+    acked: int
+    sends: int
+    indefinite: int
+    failed: int
+    lost: int
+    unseen: int
+    duplicates: int
+    inconsistent: int
+    other_anomalies: int
+    faults: int
+    worst_unavailability_s: float
+    median_recovery_s: float | None
+    unrecovered_faults: int
+    hw_converged: bool
+    broker_tracebacks: int
+    run_dir: str
+    replay: str
+    anomaly_counts: dict[str, int] = field(default_factory=dict)
+
+
+def default_run_dir(seed: int) -> Path:
+    return Path("/tmp/raftka-chaos") / f"{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run(cfg: RunConfig) -> RunSummary:
+    run_dir = cfg.run_dir or default_run_dir(cfg.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    phase_s = max(0.0, cfg.duration_s - cfg.warmup_s - cfg.recovery_s)
+    faults = schedule(cfg.seed, list(cfg.nemeses), phase_s, cfg.nodes, cfg.partitions)
+    (run_dir / "schedule.json").write_text(json.dumps([asdict(f) for f in faults], indent=1))
+    cluster = Cluster(cfg.nodes, run_dir / "cluster", settings=BROKER_SETTINGS)
+    history_path = run_dir / "history.jsonl"
+    try:
+        cluster.start(timeout_s=60)
+        _create_topic(cluster, cfg.partitions)
+        with HistoryWriter(history_path) as history:
+            hw_converged = _drive(cfg, cluster, history, faults, phase_s)
+    finally:
+        cluster.stop_all()
+    result = check(read_history(history_path))
+    summary = summarize(cfg, run_dir, result, hw_converged, _count_tracebacks(run_dir))
+    write_report(run_dir, cfg, result, summary)
+    return summary
+
+
+def _drive(
+    cfg: RunConfig, cluster: Cluster, history: HistoryWriter, faults: list[Any], phase_s: float
+) -> bool:
+    wcfg = WorkloadConfig(cluster.bootstrap, TOPIC, cfg.partitions, cfg.seed, sends_per_s=cfg.sends_per_s)  # fmt: skip
+    workload = Workload(wcfg, history)
+    nemesis = NemesisRunner(cluster, history, TOPIC, faults)
+    t0 = time.monotonic()
+    workload.start()
+    time.sleep(cfg.warmup_s)  # the warm-up is workload time, not a readiness wait
+    nemesis.start(phase_s)
+    time.sleep(max(0.0, t0 + cfg.warmup_s + phase_s - time.monotonic()))
+    nemesis.join()
+    heal_id = history.invoke("nemesis", "heal-all")
+    nemesis.heal_all()
+    history.record("nemesis", "ok", "heal-all", heal_id)
+    time.sleep(max(0.0, t0 + cfg.duration_s - time.monotonic()))
+    workload.stop()
+    converged, hws = _await_converged_hw(cluster, cfg.partitions, timeout_s=10.0)
+    final_reads(cluster.bootstrap, TOPIC, hws, history)
+    return converged
+
+
+def _create_topic(cluster: Cluster, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    for future in admin.create_topics([NewTopic(TOPIC, partitions, 3)]).values():
+        future.result(30)
+    deadline = time.monotonic() + 30
+    while len(partition_leaders(cluster_views(cluster), TOPIC)) < partitions:
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"topic {TOPIC} has no leader for every partition\n{cluster.logs()}"
+            )
+        time.sleep(0.1)  # polling interval while waiting for the elections
+
+
+def _await_converged_hw(cluster: Cluster, partitions: int, timeout_s: float) -> tuple[bool, dict[int, int]]:  # fmt: skip
+    """Waits until every node reports the same high watermarks; returns the max seen."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        hws = high_watermarks(cluster_views(cluster, timeout_s=2.0), TOPIC)
+        per_partition = {p: max((h.get(p, 0) for h in hws.values()), default=0) for p in range(partitions)}  # fmt: skip
+        agreed = len(hws) == len(cluster.nodes) and len({tuple(sorted(h.items())) for h in hws.values()}) == 1  # fmt: skip
+        if agreed or time.monotonic() > deadline:
+            return agreed, per_partition
+        time.sleep(0.2)
+
+
+def _count_tracebacks(run_dir: Path) -> int:
+    total = 0
+    for log in (run_dir / "cluster").glob("node-*.log"):
+        total += log.read_text(errors="replace").count("Traceback")
+    return total
+
+
+def summarize(cfg: RunConfig, run_dir: Path, result: CheckResult, hw_converged: bool, tracebacks: int) -> RunSummary:  # fmt: skip
+    counts = result.anomaly_counts()
+    recoveries = [w.recovery_ns / 1e9 for w in result.faults if w.recovery_ns is not None]
+    main = ("lost", "unseen", "duplicates", "inconsistent_offsets")
+    return RunSummary(
+        seed=cfg.seed,
+        nemeses=",".join(cfg.nemeses) or "none",
+        duration_s=cfg.duration_s,
+        valid=result.valid,
+        acked=result.counts["acked"],
+        sends=result.counts["sends"],
+        indefinite=result.counts["indefinite"],
+        failed=result.counts["failed"],
+        lost=counts["lost"],
+        unseen=counts["unseen"],
+        duplicates=counts["duplicates"],
+        inconsistent=counts["inconsistent_offsets"],
+        other_anomalies=sum(v for k, v in counts.items() if k not in main),
+        faults=len(result.faults),
+        worst_unavailability_s=max((w.longest_gap_ns / 1e9 for w in result.faults), default=0.0),
+        median_recovery_s=statistics.median(recoveries) if recoveries else None,
+        unrecovered_faults=sum(1 for w in result.faults if w.recovery_ns is None),
+        hw_converged=hw_converged,
+        broker_tracebacks=tracebacks,
+        run_dir=str(run_dir),
+        replay=cfg.replay_command(),
+        anomaly_counts=counts,
+    )
+
+
+def write_report(run_dir: Path, cfg: RunConfig, result: CheckResult, summary: RunSummary) -> None:
+    report = {
+        "summary": asdict(summary),
+        "counts": result.counts,
+        "anomalies": {k: v[:EXAMPLES_MAX] for k, v in result.anomalies.items() if v},
+        "faults": [asdict(w) for w in result.faults],
+    }
+    (run_dir / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    (run_dir / "report.txt").write_text(render_report(result, summary))
+
+
+def render_report(result: CheckResult, s: RunSummary) -> str:
+    lines = [
+        f"chaos run: seed {s.seed}, nemeses {s.nemeses}, {s.duration_s:g} s -> "
+        + ("VALID" if s.valid else "ANOMALIES"),
+        f"sends {s.sends}: acknowledged {s.acked}, indefinite {s.indefinite}, failed {s.failed}",
+        f"reads: {result.counts['records_read']} records in {result.counts['polls_ok']} polls",
+        "anomalies: " + ", ".join(f"{k}={v}" for k, v in s.anomaly_counts.items()),
+        f"faults {s.faults}: worst unavailability {s.worst_unavailability_s:.2f} s, median recovery "
+        + (f"{s.median_recovery_s:.2f} s" if s.median_recovery_s is not None else "n/a")
+        + f", not recovered within the run: {s.unrecovered_faults}",
+        f"replicas' high watermarks converged: {s.hw_converged}; "
+        f"Tracebacks in broker logs: {s.broker_tracebacks}",
+    ]
+    for w in result.faults:
+        rec = f"{w.recovery_ns / 1e9:.2f} s" if w.recovery_ns is not None else "n/a"
+        lines.append(
+            f"  fault {w.fault_id} {w.fault} {w.detail}: {(w.stop_ns - w.start_ns) / 1e9:.1f} s, "
+            f"ok sends {w.ok_sends}, longest gap {w.longest_gap_ns / 1e9:.2f} s, recovery {rec}"
+        )
+    for name in SAFETY_ANOMALIES:
+        for example in result.anomalies.get(name, [])[:5]:
+            lines.append(f"  {name}: {example}")
+    lines += [f"run dir: {s.run_dir}", f"replay: {s.replay}"]
+    return "\n".join(lines) + "\n"
+
+
+TABLE_HEADER = ("seed", "nemeses", "acked", "lost", "dup", "inconsistent", "other", "worst unavail s", "median recov s", "ok")  # fmt: skip
+
+
+def table(summaries: list[RunSummary]) -> str:
+    rows = [TABLE_HEADER] + [
+        (str(s.seed), s.nemeses, str(s.acked), str(s.lost), str(s.duplicates), str(s.inconsistent),
+         str(s.other_anomalies), f"{s.worst_unavailability_s:.2f}",
+         f"{s.median_recovery_s:.2f}" if s.median_recovery_s is not None else "n/a",
+         "yes" if s.valid else "NO")
+        for s in summaries
+    ]  # fmt: skip
+    recoveries = [s.median_recovery_s for s in summaries if s.median_recovery_s is not None]
+    rows.append((
+        f"{len(summaries)} runs", "", str(sum(s.acked for s in summaries)),
+        str(sum(s.lost for s in summaries)), str(sum(s.duplicates for s in summaries)),
+        str(sum(s.inconsistent for s in summaries)), str(sum(s.other_anomalies for s in summaries)),
+        f"{max((s.worst_unavailability_s for s in summaries), default=0.0):.2f}",
+        f"{statistics.median(recoveries):.2f}" if recoveries else "n/a",
+        f"{sum(s.valid for s in summaries)}/{len(summaries)}",
+    ))  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(TABLE_HEADER))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+
+
+def fresh_seed() -> int:
+    return int.from_bytes(os.urandom(4), "big") % 1_000_000
