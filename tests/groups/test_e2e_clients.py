@@ -10,13 +10,16 @@ rebalance through their heartbeat, as in Kafka).
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.harness import BrokerProcess
@@ -24,6 +27,7 @@ from tests.harness import BrokerProcess
 PARTITIONS = 4
 RECORDS = 200
 WAIT_S = 30.0
+JS_DIR = Path(__file__).resolve().parent.parent / "js"
 
 
 @pytest.fixture(scope="module")
@@ -274,3 +278,80 @@ def test_describe_groups_shows_members_and_assignments(broker: BrokerProcess) ->
         ]
     finally:
         admin.close()
+
+
+def test_kcat_balanced_consumer(broker: BrokerProcess) -> None:
+    topic = new_topic(broker)
+    sent = produce(broker, topic, 0, 30)
+    argv = ["kcat", "-b", broker.kafka_address, "-G", f"kc-{uuid.uuid4().hex[:8]}", topic]
+    argv += ["-o", "beginning", "-e", "-q", "-f", "%s\\n", "-X", "heartbeat.interval.ms=100"]
+    out = subprocess.run(argv, capture_output=True, timeout=WAIT_S, check=True)
+    assert set(out.stdout.split()) == sent
+
+
+def test_kafkajs_joins_a_group_and_commits(broker: BrokerProcess) -> None:
+    topic = new_topic(broker)
+    produce(broker, topic, 0, 30)
+    group = f"kjs-{uuid.uuid4().hex[:8]}"
+    script = f"""
+const {{ Kafka, logLevel }} = require('kafkajs');
+const kafka = new Kafka({{ brokers: ['{broker.kafka_address}'], logLevel: logLevel.WARN }});
+(async () => {{
+  const c = kafka.consumer({{ groupId: '{group}', heartbeatInterval: 300 }});
+  await c.connect();
+  await c.subscribe({{ topic: '{topic}', fromBeginning: true }});
+  let n = 0;
+  await new Promise((resolve) => {{
+    c.run({{ eachMessage: async () => {{ n++; if (n === 30) resolve(); }} }});
+  }});
+  await c.disconnect();
+  const admin = kafka.admin();
+  await admin.connect();
+  const offsets = await admin.fetchOffsets({{ groupId: '{group}', topics: ['{topic}'] }});
+  await admin.disconnect();
+  console.log(JSON.stringify({{ n, offsets }}));
+}})().catch((e) => {{ console.error(e); process.exit(1); }});
+"""
+    out = subprocess.run(
+        ["node", "-e", script], cwd=JS_DIR, capture_output=True, timeout=WAIT_S, check=True
+    )
+    result = json.loads(out.stdout)
+    assert result["n"] == 30
+    committed = [int(p["offset"]) for p in result["offsets"][0]["partitions"]]
+    assert sum(committed) == 30
+
+
+def test_committed_offsets_survive_sigkill_restart(tmp_path: Path) -> None:
+    """The restarted node rebuilds its group shards from __consumer_offsets."""
+    node = BrokerProcess(1, tmp_path)
+    node.start()
+    try:
+        node.wait_ready()
+        topic = new_topic(node)
+        group = f"r-{uuid.uuid4().hex[:8]}"
+        produce(node, topic, 0, 40)
+        c = confluent_consumer(node, group, "range")
+        c.subscribe([topic])
+        got: dict[bytes, int] = {}
+        poll_until([c], lambda: len(got) >= 40, got)
+        before = {tp.partition: tp.offset for tp in c.committed(c.assignment(), timeout=10)}
+        assert sum(before.values()) == 40
+        OPEN.remove(c)
+        c.close()
+        node.kill()
+        node.restart()
+        after_consumer = confluent_consumer(node, group, "range")
+        deadline = time.monotonic() + WAIT_S
+        while True:  # NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS until the shard is loaded
+            try:
+                tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+                after = {tp.partition: tp.offset for tp in after_consumer.committed(tps, 5)}
+                if after == before:
+                    break
+            except KafkaException:
+                pass
+            assert time.monotonic() < deadline, "committed offsets not back after restart"
+            time.sleep(0.1)
+    finally:
+        if node.is_running():
+            node.terminate()
