@@ -30,6 +30,7 @@ from client.protocol.messages.fetch import (
     FetchableTopicResponse,
     FetchRequest,
     FetchResponse,
+    LeaderIdAndEpoch,
     PartitionData,
 )
 from client.protocol.messages.list_offsets import (
@@ -269,9 +270,15 @@ def _fetch_partition(
             result = partition.read(fp.fetch_offset, limit)
             records = result.to_bytes()
     except PartitionError as error:
-        hw = -1
-        return PartitionData(partition_index=fp.partition, error_code=error.code, high_watermark=hw,
-                             last_stable_offset=-1, log_start_offset=-1, records=None), 0  # fmt: skip
+        return PartitionData(
+            partition_index=fp.partition,
+            error_code=error.code,
+            high_watermark=-1,
+            last_stable_offset=-1,
+            log_start_offset=-1,
+            current_leader=_leader_hint(node, topic, fp.partition, error.code),
+            records=None,
+        ), 0
     hwm = partition.high_watermark
     return (
         PartitionData(
@@ -286,6 +293,27 @@ def _fetch_partition(
         ),
         len(records),
     )
+
+
+_LEADER_ERRORS = frozenset(
+    {
+        ErrorCode.NOT_LEADER_OR_FOLLOWER,
+        ErrorCode.FENCED_LEADER_EPOCH,
+        ErrorCode.UNKNOWN_LEADER_EPOCH,
+    }
+)
+_NO_LEADER = LeaderIdAndEpoch(leader_id=-1, leader_epoch=-1)
+
+
+def _leader_hint(node: Node, topic: str, index: int, code: ErrorCode) -> LeaderIdAndEpoch:
+    """KIP-951: tell the client the new leader with the error, so it need not refresh."""
+    if code not in _LEADER_ERRORS:
+        return _NO_LEADER
+    assignment = node.controller.image.partition(topic, index)
+    leader = node.leader_of(assignment) if assignment is not None else None
+    if leader is None or leader.leader_id == node.node_id:
+        return _NO_LEADER
+    return LeaderIdAndEpoch(leader_id=leader.leader_id, leader_epoch=leader.epoch)
 
 
 # -- ListOffsets --------------------------------------------------------------------------
