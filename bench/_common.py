@@ -1,0 +1,314 @@
+"""Shared pieces of the broker and cluster benchmarks: nodes, client processes, tables.
+
+The brokers are real `python -m broker serve` processes started through the test
+harness (so a bench and a test start nodes the same way). Every client that produces
+or consumes for a measurement runs in a separate process: on this 2-core machine a
+client in the bench's own interpreter would share its GIL with the bookkeeping, and
+librdkafka's threads are the same in both cases, so a child process is the honest
+setup (the broker, the client and the bench each get their own interpreter).
+
+Results from a child come back as frozen dataclasses through a multiprocessing pool
+with the "spawn" context (no fork of a process that holds librdkafka threads).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tests.harness import BrokerProcess, Cluster
+
+KIB = 1024
+BENCH_ROOT = Path("/tmp/raftka-bench")
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------- nodes and processes
+def fresh_dir(name: str) -> Path:
+    """An empty directory under /tmp for one bench's data (wiped first)."""
+    path = BENCH_ROOT / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def start_node(base_dir: Path, settings: dict[str, str] | None = None) -> BrokerProcess:
+    node = BrokerProcess(1, base_dir, settings={"log_level": "WARNING", **(settings or {})})
+    node.start()
+    node.wait_ready(60.0)
+    return node
+
+
+def start_cluster(n: int, base_dir: Path, settings: dict[str, str] | None = None) -> Cluster:
+    cluster = Cluster(n, base_dir, settings={"log_level": "WARNING", **(settings or {})})
+    cluster.start(wait=True, timeout_s=60.0)
+    return cluster
+
+
+def run_in_process(fn: Callable[..., T], *args: Any, timeout_s: float = 300.0) -> T:
+    """Runs fn(*args) in a fresh spawned interpreter and returns its result."""
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply_async(fn, args).get(timeout_s)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size from /proc/<pid>/status (VmRSS, kB) in MB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/<pid>/stat utime + stime)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks_s = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks_s
+
+
+def cpu_percent(pids: Sequence[int], seconds: float) -> list[float]:
+    """CPU use of each process over the next `seconds`, in % of one core."""
+    before = [cpu_seconds(p) for p in pids]
+    start = time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - start
+    return [100 * (cpu_seconds(p) - b) / elapsed for p, b in zip(pids, before, strict=True)]
+
+
+# ---------------------------------------------------------------- statistics and tables
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile (pct in 0..100) of a non-empty sample."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A plain fixed-width table: first column left-aligned, the others right-aligned."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print(f"\n{title}")
+
+    def line(cells: Sequence[str]) -> str:
+        first = f"{cells[0]:<{widths[0]}}"
+        rest = [f"{c:>{w}}" for c, w in zip(cells[1:], widths[1:], strict=True)]
+        return "  ".join([first, *rest])
+
+    print(line(header))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print(line([str(c) for c in row]))
+
+
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+# ---------------------------------------------------------------- client workloads
+@dataclass(frozen=True, slots=True)
+class Throughput:
+    records: int
+    value_bytes: int
+    seconds: float
+    errors: int
+    first_error: str = ""
+
+    @property
+    def mb_s(self) -> float:
+        return self.value_bytes / self.seconds / 1e6
+
+    @property
+    def records_s(self) -> float:
+        return self.records / self.seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Latencies:
+    seconds: tuple[float, ...]
+    errors: int
+    first_error: str = ""
+
+
+def produce_config(bootstrap: str, *, idempotent: bool) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap,
+        "acks": "all",
+        "linger.ms": 5,
+        "batch.size": 256 * KIB,
+        "compression.type": "none",
+        "enable.idempotence": idempotent,
+        "queue.buffering.max.kbytes": 64 * KIB,
+        "queue.buffering.max.messages": 1_000_000,
+        "message.timeout.ms": 60_000,
+    }
+
+
+def produce_for(
+    bootstrap: str, topic: str, seconds: float, value_bytes: int, idempotent: bool,
+    partition: int = -1,
+) -> Throughput:  # fmt: skip
+    """Produces incompressible values for `seconds`, then flushes; counts delivered ones.
+
+    Runs in a child process. The clock stops when the last delivery report arrives, so
+    the rate is of acknowledged (acks=all) records, not of records queued in the client.
+    """
+    from confluent_kafka import KafkaException, Producer
+
+    value = os.urandom(value_bytes)
+    producer = Producer(produce_config(bootstrap, idempotent=idempotent))
+    delivered = [0, 0]
+    first_error: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is None:
+            delivered[0] += 1
+        else:
+            delivered[1] += 1
+            if not first_error:
+                first_error.append(str(err))
+
+    # Warm-up: metadata, connection, producer id; not timed.
+    producer.produce(topic, value, partition=partition, on_delivery=on_delivery)
+    producer.flush(30)
+    delivered = [0, 0]
+    start = time.monotonic()
+    deadline = start + seconds
+    while time.monotonic() < deadline:
+        for _ in range(1000):
+            try:
+                producer.produce(topic, value, partition=partition, on_delivery=on_delivery)
+            except (BufferError, KafkaException):
+                producer.poll(0.005)
+        producer.poll(0)
+    producer.flush(120)
+    elapsed = time.monotonic() - start
+    return Throughput(
+        delivered[0], delivered[0] * value_bytes, elapsed, delivered[1],
+        first_error[0] if first_error else "",
+    )  # fmt: skip
+
+
+def consume_all(bootstrap: str, topic: str, partition: int, records: int) -> Throughput:
+    """Reads `records` records from offset 0 of one partition (assign mode). Child process."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": "bench",
+        "enable.auto.commit": False,
+        "fetch.max.bytes": 50 * 1024 * KIB,
+        "max.partition.fetch.bytes": 8 * 1024 * KIB,
+        "queued.max.messages.kbytes": 256 * KIB,
+    })  # fmt: skip
+    consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+    got = 0
+    value_bytes = 0
+    errors = 0
+    first_error = ""
+    start = time.monotonic()
+    deadline = start + 120
+    while got < records and time.monotonic() < deadline:
+        for msg in consumer.consume(10_000, 1.0):
+            if msg.error():
+                errors += 1
+                first_error = first_error or str(msg.error())
+                continue
+            if got == 0:  # the clock starts at the first record: not connection set-up
+                start = time.monotonic()
+            got += 1
+            value_bytes += len(msg.value() or b"")
+    elapsed = time.monotonic() - start
+    consumer.close()
+    return Throughput(got, value_bytes, elapsed, errors, first_error)
+
+
+def produce_latencies(
+    bootstrap: str, topic: str, partition: int, count: int, value_bytes: int
+) -> Latencies:
+    """Round trips of one acks=all record at a time (produce, then flush). Child process."""
+    from confluent_kafka import Producer
+
+    producer = Producer({
+        "bootstrap.servers": bootstrap,
+        "acks": "all",
+        "linger.ms": 0,
+        "enable.idempotence": False,
+    })  # fmt: skip
+    value = os.urandom(value_bytes)
+    failures: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    for _ in range(20):  # warm-up: connection and metadata
+        producer.produce(topic, value, partition=partition, on_delivery=on_delivery)
+        producer.flush(10)
+    failures.clear()
+    samples = []
+    for _ in range(count):
+        start = time.perf_counter()
+        producer.produce(topic, value, partition=partition, on_delivery=on_delivery)
+        producer.flush(10)
+        samples.append(time.perf_counter() - start)
+    return Latencies(tuple(samples), len(failures), failures[0] if failures else "")
+
+
+def create_topic(bootstrap: str, name: str, partitions: int, replication: int) -> float:
+    """Creates a topic through the admin API and returns the seconds it took to commit."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    start = time.monotonic()
+    futures = admin.create_topics(
+        [NewTopic(name, partitions, replication)], operation_timeout=120, request_timeout=130
+    )
+    for future in futures.values():
+        future.result(timeout=140)
+    return time.monotonic() - start
+
+
+def cluster_view(node: BrokerProcess) -> dict[str, Any]:
+    """The node's /v1/cluster JSON ({} when it does not answer)."""
+    import json
+
+    status, body = node.http_get("/v1/cluster", timeout_s=5.0)
+    return json.loads(body) if status == 200 else {}
+
+
+def partition_view(node: BrokerProcess, topic: str) -> list[dict[str, Any]]:
+    for entry in cluster_view(node).get("topics", []):
+        if entry["name"] == topic:
+            return list(entry["partitions"])
+    return []
+
+
+def wait_leaders(node: BrokerProcess, topic: str, partitions: int, timeout_s: float) -> float:
+    """Waits until `node` sees a leader for every partition of `topic`; returns seconds."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        view = partition_view(node, topic)
+        if len(view) == partitions and all(p.get("leader", -1) > 0 for p in view):
+            return time.monotonic() - start
+        time.sleep(0.1)
+    raise TimeoutError(f"{topic}: not every partition has a leader after {timeout_s}s")
+
+
+def load_line() -> str:
+    """The 1/5/15-minute load averages and core count: results depend on other load."""
+    with open("/proc/loadavg") as f:
+        one, five, fifteen = f.read().split()[:3]
+    return f"load average {one} {five} {fifteen} on {os.cpu_count()} cores"
