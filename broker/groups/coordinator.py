@@ -415,6 +415,8 @@ class GroupCoordinator:
         now_ms = self._clock_ms()
         group = shard.state.get_or_create(request.group_id, now_ms)
         out = group.join(now_ms, params, new_member_id)
+        if out.reply is not None:
+            shard.state.discard_if_unused(request.group_id)
         busy = JoinResult(request.member_id, ErrorCode.COORDINATOR_NOT_AVAILABLE)
         result = await self._await_outcome(shard, group, out, self._join_waiters, busy)
         return _join_response(result, version)

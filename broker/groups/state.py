@@ -369,6 +369,7 @@ class Group:
     def _add_member_and_rebalance(
         self, now_ms: int, p: JoinParams, member_id: str, out: Outcome
     ) -> None:
+        assert member_id not in self.members, f"member id {member_id} handed out twice"
         member = Member(
             member_id=member_id,
             group_instance_id=p.group_instance_id,
@@ -844,6 +845,17 @@ class GroupCoordinatorShard:
             group = Group(group_id, self.config, now_ms)
             self.groups[group_id] = group
         return group
+
+    def discard_if_unused(self, group_id: str) -> None:
+        """Forget a group that holds nothing (created for a request that then failed)."""
+        g = self.groups.get(group_id)
+        if (
+            g is not None
+            and g.state is GroupState.EMPTY
+            and g.generation_id == 0
+            and not (g.members or g.pending_members or g.offsets or g.commits_in_flight)
+        ):
+            del self.groups[group_id]
 
     def next_deadline_ms(self) -> int | None:
         times = [t for g in self.groups.values() if (t := g.next_deadline_ms()) is not None]

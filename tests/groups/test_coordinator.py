@@ -371,8 +371,10 @@ async def test_join_v0_uses_session_timeout_and_encodes_errors() -> None:
     assert group.members[resp.member_id].rebalance_timeout_ms == 7000
     bad = await join(coord, join_req(session_timeout_ms=1), 0)
     assert bad.error_code == ErrorCode.INVALID_SESSION_TIMEOUT and bad.protocol_name == ""
-    bad7 = await join(coord, join_req(session_timeout_ms=1), 7)
+    bad7 = await join(coord, join_req(session_timeout_ms=1, group_id="other"), 7)
     assert bad7.protocol_name is None
+    listed = await coord.handle_list_groups(ListGroupsRequest(), 0)
+    assert [g.group_id for g in listed.groups] == ["g"]  # no husk left by the failed join
 
 
 async def test_pending_request_bound() -> None:
