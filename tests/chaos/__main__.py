@@ -3,7 +3,8 @@
     python -m tests.chaos --seed 7 --nemesis kill,pause,partition --duration 60
     python -m tests.chaos --runs 10 --seed 100 --nemesis-sets "kill;pause;partition;slow,lossy" --duration 60
 
-Exit status: 0 when every run is valid, 1 when any run found an anomaly.
+Exit status: 0 when every run is valid, 1 when any run found an anomaly, 2 when a
+campaign run could not be carried out (harness error; the campaign goes on).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     base_seed = fresh_seed() if args.seed is None else args.seed
     sets = (args.nemesis_sets or args.nemesis).split(";")
     summaries = []
+    errors: list[str] = []
     for i in range(args.runs):
         nemeses = tuple(n for n in sets[i % len(sets)].split(",") if n and n != "none")
         run_dir = None
@@ -38,12 +40,22 @@ def main(argv: list[str] | None = None) -> int:
         cfg = RunConfig(seed=base_seed + i, nemeses=nemeses, duration_s=args.duration,
                         partitions=args.partitions, sends_per_s=args.rate, run_dir=run_dir)  # fmt: skip
         print(f"run {i + 1}/{args.runs}: {cfg.replay_command()}", flush=True)
-        summary = run(cfg)
+        try:
+            summary = run(cfg)
+        except Exception as exc:  # a harness failure (e.g. a node that never started)
+            if args.runs == 1:
+                raise
+            errors.append(f"seed {cfg.seed}: harness error {exc!r}"[:2000])
+            print(errors[-1], flush=True)
+            continue
         summaries.append(summary)
         print((Path(summary.run_dir) / "report.txt").read_text(), flush=True)
     if args.runs > 1:
         print(table(summaries))
-    return 0 if all(s.valid for s in summaries) else 1
+        print("\n".join(errors))
+    if not all(s.valid for s in summaries):
+        return 1
+    return 2 if errors else 0
 
 
 if __name__ == "__main__":

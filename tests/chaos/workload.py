@@ -109,6 +109,7 @@ class ProducerClient:
         self.rng = random.Random(cfg.seed * 1000 + index)
         self.outstanding: dict[int, dict[str, int]] = {}
         self.fatal = False
+        self.fatal_errors: list[str] = []
         self.seq = 0
 
     def run(self, stop: threading.Event) -> None:
@@ -119,13 +120,27 @@ class ProducerClient:
             if self.fatal:
                 producer = self._replace(producer)
             if len(self.outstanding) >= IN_FLIGHT_MAX:
-                producer.poll(0.05)
+                self._poll(producer, 0.05)
                 continue
             self._send_one(producer)
             next_at += interval_s
-            producer.poll(max(0.0, next_at - time.monotonic()))
-        producer.flush(15)
+            self._poll(producer, max(0.0, next_at - time.monotonic()))
+        self._flush(producer, 15)
         self._give_up_outstanding("no delivery report before the end")
+
+    def _poll(self, producer: Producer, timeout_s: float) -> None:
+        """Serves delivery reports; a fatal error (raised by poll) retires the producer."""
+        try:
+            producer.poll(timeout_s)
+        except KafkaException as exc:
+            self.fatal = True
+            self.fatal_errors.append(str(exc.args[0]))
+
+    def _flush(self, producer: Producer, timeout_s: float) -> None:
+        try:
+            producer.flush(timeout_s)
+        except KafkaException as exc:
+            self.fatal_errors.append(str(exc.args[0]))
 
     def _send_one(self, producer: Producer) -> None:
         partition = self.rng.randrange(self.cfg.partitions)
@@ -154,12 +169,16 @@ class ProducerClient:
                 self.history.record(self.name, "ok", "send", op_id, row | {"offset": msg.offset()})
                 return
             self.history.record(self.name, classify_error(err), "send", op_id, row, error=str(err))
-            self.fatal = self.fatal or err.fatal()
+            if err.fatal():
+                self.fatal = True
+                self.fatal_errors.append(str(err))
 
         return done
 
     def _replace(self, producer: Producer) -> Producer:
-        producer.flush(5)
+        self.history.record(self.name, "info", "producer-fatal", self.history.new_id(),
+                            {"errors": self.fatal_errors[-3:]})  # fmt: skip
+        self._flush(producer, 5)
         self._give_up_outstanding("producer replaced after a fatal error")
         self.fatal = False
         return Producer(producer_config(self.cfg.bootstrap))
