@@ -37,12 +37,14 @@ def _bootstrap(args: argparse.Namespace) -> str:
     return str(args.bootstrap_servers)
 
 
-def _print_json(doc: Any, out: TextIO = sys.stdout) -> None:
+def _print_json(doc: Any, out: TextIO | None = None) -> None:
+    out = out or sys.stdout  # looked up per call: tests and callers may redirect it
     json.dump(doc, out, indent=2, sort_keys=True, default=str)
     out.write("\n")
 
 
-def _table(rows: Sequence[Sequence[Any]], header: Sequence[str], out: TextIO = sys.stdout) -> None:
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str], out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     cells = [list(map(str, header))] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     for n, row in enumerate(cells):

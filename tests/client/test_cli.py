@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
 import time
+from unittest import mock
 
+from client.__main__ import main
 from tests.harness import ROOT, BrokerProcess
 
 
 def cli(broker: BrokerProcess, *args: str, stdin: str = "") -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "client", "-b", broker.kafka_address, *args],
-        input=stdin.encode(),
-        capture_output=True,
-        cwd=ROOT,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr.decode()
-    return proc.stdout.decode()
+    """Run the command line in this process (a subprocess per call costs seconds)."""
+    out = io.StringIO()
+    with (
+        contextlib.redirect_stdout(out),
+        mock.patch.object(sys, "stdin", io.StringIO(stdin)),
+    ):
+        code = main(["-b", broker.kafka_address, *args])
+    assert code == 0, out.getvalue()
+    return out.getvalue()
 
 
 def test_topics_produce_consume_groups_cluster(broker: BrokerProcess) -> None:
@@ -72,21 +76,20 @@ def test_topics_produce_consume_groups_cluster(broker: BrokerProcess) -> None:
     assert topic not in cli(broker, "topics", "list").split()
 
 
-def test_errors_exit_nonzero_with_a_message(broker: BrokerProcess) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "client",
-            "-b",
-            broker.kafka_address,
-            "topics",
-            "delete",
-            "no-such-topic",
-        ],
+def test_entry_point_runs_and_errors_exit_nonzero(broker: BrokerProcess) -> None:
+    ok = subprocess.run(
+        [sys.executable, "-m", "client", "-b", broker.kafka_address, "--json", "topics", "list"],
         capture_output=True,
         cwd=ROOT,
         timeout=60,
     )
-    assert proc.returncode == 1
-    assert b"error:" in proc.stderr
+    assert ok.returncode == 0, ok.stderr.decode()
+    assert isinstance(json.loads(ok.stdout), list)
+    bad = subprocess.run(
+        [sys.executable, "-m", "client", "-b", broker.kafka_address, "topics", "delete", "nope"],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert bad.returncode == 1
+    assert b"error:" in bad.stderr
