@@ -219,6 +219,16 @@ class GroupCoordinator:
         self._drop_shard(partition)
         self._shards.pop(partition, None)
 
+    def loaded_groups(self) -> list[Group]:
+        """Every live group of the shards loaded here (read-only use: status pages, metrics)."""
+        return [
+            group
+            for shard in list(self._shards.values())
+            if isinstance(shard, _Shard)
+            for group in list(shard.state.groups.values())
+            if group.state is not GroupState.DEAD
+        ]
+
     def loaded_partitions(self) -> list[int]:
         return sorted(p for p, s in self._shards.items() if isinstance(s, _Shard))
 

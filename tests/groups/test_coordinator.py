@@ -356,6 +356,7 @@ async def test_list_and_describe_groups() -> None:
         ("g", "consumer", "Stable"),
         ("simple", "", "Empty"),
     ]
+    assert sorted(g.group_id for g in coord.loaded_groups()) == ["g", "simple"]
     only_empty = await coord.handle_list_groups(ListGroupsRequest(states_filter=("empty",)), 4)
     assert [g.group_id for g in only_empty.groups] == ["simple"]
     desc = await coord.handle_describe_groups(DescribeGroupsRequest(groups=("nope",)), 0)
