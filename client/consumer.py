@@ -118,6 +118,7 @@ class Consumer:
         self._listener: RebalanceListener | None = None
         self._committed_positions_cache: dict[TopicPartition, int] = {}
         self._auto_commit_task: asyncio.Task[None] | None = None
+        self._leaving: set[asyncio.Future[None]] = set()
         self._started = False
         self._closed = False
         self._initial_topics = topics
@@ -231,7 +232,8 @@ class Consumer:
         if self._group is not None:
             group, self._group = self._group, None
             task = asyncio.ensure_future(group.close())
-            task.add_done_callback(lambda _t: None)
+            self._leaving.add(task)  # asyncio holds tasks weakly: keep it alive until done
+            task.add_done_callback(self._leaving.discard)
         self._set_assignment(frozenset())
 
     def _matching_topics(self, cluster: ClusterMetadata) -> frozenset[str]:

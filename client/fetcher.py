@@ -193,6 +193,7 @@ class Fetcher:
         self._fetch_end: dict[TopicPartition, int] = {}
         self._in_flight_nodes: set[int] = set()
         self._leaderless = False  # some fetchable partition had no known leader
+        self._tasks: set[asyncio.Future[None]] = set()
         self._wake = asyncio.Event()
         self._records_ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -205,6 +206,8 @@ class Fetcher:
             self._task = asyncio.create_task(self._fetch_loop(), name="consumer-fetcher")
 
     async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -283,7 +286,8 @@ class Fetcher:
                 self._wake.set()
 
         task = asyncio.ensure_future(connect())
-        task.add_done_callback(lambda _t: None)
+        self._tasks.add(task)  # asyncio holds tasks weakly: keep it alive until done
+        task.add_done_callback(self._tasks.discard)
 
     def _fetch_request(
         self, tps: list[TopicPartition]

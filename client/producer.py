@@ -247,6 +247,8 @@ class Producer:
             self._sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sender
+        for task in list(self._tasks):
+            task.cancel()
         for batch in self._acc.abort_undrained():
             self._fail(batch, ClientClosedError("producer closed"))
         await self._client.close()
@@ -312,8 +314,14 @@ class Producer:
             partition = self._partitioner.partition(
                 topic, key, len(count), cluster.available_partitions_for(topic), size
             )
-        elif cluster.partitions_for(topic) is None:
-            await self._client.wait_for_topic(topic, self.max_block_ms)
+        else:
+            count = cluster.partitions_for(topic)
+            if count is None:
+                count = await self._client.wait_for_topic(topic, self.max_block_ms)
+            if not 0 <= partition < len(count):
+                raise exception_for(
+                    ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"{topic} has no partition {partition}"
+                )
         tp = TopicPartition(topic, partition)
         if timestamp_ms is None:
             timestamp_ms = self._clock.wall_ms()

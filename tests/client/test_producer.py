@@ -171,3 +171,10 @@ async def test_null_keys_stick_then_spread(cluster: FakeCluster) -> None:
         partitions = [(await f).partition for f in futures]
     assert partitions[0] == partitions[1] == partitions[5]
     assert len(set(partitions)) > 1
+
+
+async def test_partition_out_of_range_is_refused_at_once(cluster: FakeCluster) -> None:
+    async with Producer(cluster.bootstrap) as p:
+        with pytest.raises(KafkaError) as info:
+            await p.send("t", b"x", partition=4)
+        assert info.value.code == 3
