@@ -315,6 +315,15 @@ class Accumulator:
         for b in q.batches:
             b.base_sequence = -1
 
+    def reset_all_sequences(self) -> None:
+        for tp in self._queues:
+            self.reset_sequences(tp)
+
+    def is_halted(self, tp: TopicPartition) -> bool:
+        """Whether a retried batch of `tp` waits to be resent (later ones must wait)."""
+        q = self._queues.get(tp)
+        return q is not None and q.halted
+
     def abort_undrained(self) -> list[ProducerBatch]:
         """Remove every batch not in flight (close without flush, fatal producer error)."""
         aborted: list[ProducerBatch] = []

@@ -86,8 +86,8 @@ _CRC = struct.Struct(">I")
 Headers = Sequence[tuple[str, bytes | None]]
 
 
-class _OutOfOrderBehindRetry(RetriableKafkaError):
-    """OUT_OF_ORDER_SEQUENCE_NUMBER while an earlier batch of the partition is retried."""
+class _SequenceRetry(RetriableKafkaError):
+    """A sequence problem the producer repairs itself (waiting, or a new producer id)."""
 
     code = ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER
 
@@ -185,6 +185,8 @@ class Producer:
         self._clock = clock
         self._idempotence_wanted = enable_idempotence
         self.idempotent = False
+        self._reset_producer_id = False
+        self.producer_id_resets = 0
         self._producer_id = records.NO_PRODUCER_ID
         self._producer_epoch = records.NO_PRODUCER_EPOCH
         self.request_bytes_max = request_bytes_max
@@ -262,6 +264,13 @@ class Producer:
             if self._idempotence_wanted:
                 raise KafkaError("the broker does not support idempotent producers")
             return
+        await self._init_producer_id()
+        self.idempotent = True
+        self._acc.assign_sequences = True
+        self._acc.in_flight_per_partition_max = 5
+
+    async def _init_producer_id(self) -> None:
+        """Get a (new) producer id and epoch; retriable errors retry up to max_block_ms."""
         deadline = self._clock.monotonic_ms() + self.max_block_ms
         while True:
             request = InitProducerIdRequest(
@@ -276,9 +285,22 @@ class Producer:
             await self._clock.sleep_ms(self._client.config.retry_backoff_ms)
         self._producer_id = response.producer_id
         self._producer_epoch = response.producer_epoch
-        self.idempotent = True
-        self._acc.assign_sequences = True
-        self._acc.in_flight_per_partition_max = 5
+
+    async def _maybe_reset_producer_id(self) -> None:
+        """After a sequence gap or an unknown producer id (KIP-360's situation): once nothing
+        is in flight, take a new producer id and restart every partition's sequences at 0.
+        Batches already acknowledged are unaffected; queued ones get fresh sequences."""
+        if any(self._requests_in_flight.values()):
+            return
+        try:
+            await self._init_producer_id()
+        except KafkaError as e:
+            log.warning("cannot get a new producer id: %s", e)
+            await self._clock.sleep_ms(self._client.config.retry_backoff_ms)
+            return
+        self._acc.reset_all_sequences()
+        self._reset_producer_id = False
+        self.producer_id_resets += 1
 
     # ---- sending -------------------------------------------------------------------------
 
@@ -387,7 +409,9 @@ class Producer:
 
     async def _sender_loop(self) -> None:
         while True:
-            delay_ms = self._run_once()
+            if self._reset_producer_id:
+                await self._maybe_reset_producer_id()
+            delay_ms = 100 if self._reset_producer_id else self._run_once()
             if delay_ms > 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -401,6 +425,8 @@ class Producer:
         now_ms = self._clock.monotonic_ms()
         cluster = self._client.cluster
         for batch in self._acc.expire(now_ms, self.delivery_timeout_ms):
+            if batch.base_sequence >= 0:
+                self._reset_producer_id = True  # its sequence numbers will never arrive
             self._fail(batch, KafkaTimeoutError("batch expired before it could be sent"))
         check = self._acc.ready(now_ms, cluster.leader_for)
         if check.unknown_leaders:
@@ -521,9 +547,14 @@ class Producer:
             self._client.request_metadata_update()
         error = exception_for(code, p.error_message)
         if code == ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER and self.idempotent:
-            # Behind a batch being retried: the broker saw a gap. Resend in order, bounded
-            # by delivery_timeout_ms like any retry.
-            error = _OutOfOrderBehindRetry(p.error_message)
+            # Behind a batch being retried the gap closes by itself; otherwise a sequence
+            # was lost for good and only a new producer id restarts the numbering.
+            if not self._acc.is_halted(batch.tp):
+                self._reset_producer_id = True
+            error = _SequenceRetry(p.error_message)
+        elif code in (ErrorCode.UNKNOWN_PRODUCER_ID, ErrorCode.INVALID_PRODUCER_EPOCH):
+            self._reset_producer_id = True
+            error = _SequenceRetry(p.error_message)
         self._retry_or_fail(batch, error, now_ms)
 
     def _retry_or_fail(self, batch: ProducerBatch, error: BaseException, now_ms: int) -> None:

@@ -178,3 +178,20 @@ async def test_partition_out_of_range_is_refused_at_once(cluster: FakeCluster) -
         with pytest.raises(KafkaError) as info:
             await p.send("t", b"x", partition=4)
         assert info.value.code == 3
+
+
+async def test_unknown_producer_id_gets_a_new_id_and_restarts_sequences(
+    cluster: FakeCluster,
+) -> None:
+    async with Producer(cluster.bootstrap, linger_ms=0, retry_backoff_ms=5) as p:
+        await p.send_and_wait("t", b"a", partition=0)
+        cluster.produce_errors[("t", 0)] = [59]  # UNKNOWN_PRODUCER_ID
+        md = await p.send_and_wait("t", b"b", partition=0)
+        assert p.producer_id_resets == 1
+        await p.send_and_wait("t", b"c", partition=0)
+    assert md.offset == 1
+    assert cluster.values("t", 0) == [b"a", b"b", b"c"]
+    headers = [records.read_batch_header(d) for _b, d in cluster.topics["t"][0].batches]
+    assert headers[0].producer_id != headers[1].producer_id == headers[2].producer_id
+    assert [h.base_sequence for h in headers] == [0, 0, 1]
+    assert sum(1 for _n, name in cluster.requests if name == "InitProducerIdRequest") == 2
