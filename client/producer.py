@@ -26,7 +26,10 @@ InitProducerId): the producer gets a producer id and epoch, the accumulator
 gives each partition's batches consecutive sequence numbers on their first
 drain, and the broker drops duplicates of retried batches, so retries neither
 duplicate nor reorder. Up to 5 batches per partition may then be in flight;
-without idempotence the limit is 1.
+without idempotence the limit is 1. When the numbering cannot continue (the
+broker forgot the producer id, or a sequenced batch expired unsent), the sender
+waits for in-flight requests to finish, takes a new producer id and restarts
+every partition's sequences at 0 (the situation KIP-360 solves with an epoch bump).
 
 `flush()` sends everything now and waits for every batch that existed when it
 was called; `close()` flushes (losing nothing) and stops the sender.
