@@ -98,7 +98,14 @@ class Node:
         self.sources = sources or {}
         self.voters = tuple(sorted(p.node_id for p in config.voters()))
         self.driver = RaftDriver(
-            self.node_id, transport, config.tick_ms, on_fsync=metrics.fsync_duration.observe
+            self.node_id,
+            transport,
+            config.tick_ms,
+            on_fsync=metrics.fsync_duration.observe,
+            election_ticks=config.election_ticks,
+            heartbeat_ticks=config.heartbeat_ticks,
+            control_group_id=CONTROL_GROUP_ID,
+            peers=self._all_peers,
         )
         self.controller = MetadataController(
             self.node_id, self.driver, self._send_control, self._on_image, self._on_metadata_leader
@@ -241,6 +248,8 @@ class Node:
             ],
             "topics": topics,
             "voters": list(self.voters),
+            "raft_groups": len(self.driver.groups),
+            "raft_groups_quiesced": sum(1 for g in self.driver.groups.values() if g.quiesced),
             "peer_links": self.transport.stats(),
         }
 
@@ -529,13 +538,18 @@ class Node:
                 )
 
     def _on_peer_message(self, from_id: int, group_id: int, payload: Any) -> None:
+        self.driver.heard_from(from_id)
         if group_id != CONTROL_GROUP_ID:
             self.driver.step(from_id, group_id, payload)
             return
         if not isinstance(payload, list) or not payload:
             return
         kind = payload[0]
-        if kind == "fwd" and len(payload) == 2 and isinstance(payload[1], bytes):
+        if kind == "alive":
+            return
+        if kind == "quiesce" and len(payload) == 4 and all(isinstance(x, int) for x in payload[1:]):
+            self.driver.on_quiesce(from_id, payload[1], payload[2], payload[3])
+        elif kind == "fwd" and len(payload) == 2 and isinstance(payload[1], bytes):
             task = asyncio.get_running_loop().create_task(self.controller.on_forwarded(payload[1]))
             task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
         elif kind == "leaders" and len(payload) == 2 and isinstance(payload[1], list):

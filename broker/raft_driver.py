@@ -21,6 +21,16 @@ promise leaves this node before the fsync that backs it (Raft thesis 3.8).
 
 The storage thread is single: writes of one group stay ordered, and the driver never
 hands a group to it twice at once.
+
+Quiescence. A thousand idle partitions must not cost a thousand heartbeats per tick.
+A leader whose group is idle (every follower has every entry, everything committed,
+nothing proposed for `quiesce_after_ticks`) tells its followers to *quiesce*: all of
+them stop ticking the group. Failure detection then moves to the node level: every
+node sends one liveness beat per peer per heartbeat interval, and a quiesced follower
+whose leader's node has been silent for an election timeout wakes up and ticks again
+(and so elects a new leader as usual). Any message, proposal or campaign for a
+quiesced group wakes it. This is CockroachDB's scheme, with the transport's liveness
+beats standing in for its node-liveness records.
 """
 
 from __future__ import annotations
@@ -35,7 +45,7 @@ from typing import Any, Protocol, TypeVar
 
 from broker.raft_storage import RaftLogStorage
 from raft.errors import RaftError
-from raft.messages import Message
+from raft.messages import Message, MessageType
 from raft.raw_node import RawNode
 from raft.ready import Ready
 from raft.types import Entry, HardState, Role, Snapshot, SoftState
@@ -80,6 +90,9 @@ class RaftGroup:
     idle_waiters: list[asyncio.Future[None]] = field(default_factory=list)
     #: Proposals enter the log in the order they were made (asyncio.Lock is FIFO-fair).
     propose_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Not ticked while quiesced (see the module docstring).
+    quiesced: bool = False
+    idle_ticks: int = 0
 
     @property
     def term(self) -> int:
@@ -107,11 +120,27 @@ class RaftDriver:
         transport: Transport,
         tick_ms: int,
         on_fsync: Callable[[float], None] | None = None,
+        *,
+        election_ticks: int = 10,
+        heartbeat_ticks: int = 2,
+        control_group_id: int = -1,
+        peers: Callable[[], set[int]] = set,
+        clock_s: Callable[[], float] | None = None,
     ) -> None:
         self.node_id = node_id
         self.transport = transport
         self.tick_ms = tick_ms
         self.on_fsync = on_fsync
+        self.election_ticks = election_ticks
+        self.heartbeat_ticks = heartbeat_ticks
+        self.control_group_id = control_group_id
+        self.peers = peers
+        #: Idle ticks before a leader quiesces its group.
+        self.quiesce_after_ticks = 2 * election_ticks
+        self._clock_s = clock_s
+        #: When each peer node was last heard from (any message at all).
+        self.last_heard_s: dict[int, float] = {}
+        self._ticks = 0
         self.groups: dict[int, RaftGroup] = {}
         self._dirty: set[RaftGroup] = set()
         self._wake = asyncio.Event()
@@ -163,6 +192,28 @@ class RaftDriver:
         self._wake.set()
 
     # -- inputs ---------------------------------------------------------------------------
+    def heard_from(self, peer_id: int) -> None:
+        """Any traffic from a peer proves its node is alive (liveness for quiescence)."""
+        self.last_heard_s[peer_id] = self._now_s()
+
+    def _now_s(self) -> float:
+        return self._clock_s() if self._clock_s is not None else asyncio.get_running_loop().time()
+
+    def wake(self, group: RaftGroup) -> None:
+        """Activity on the group: tick it again and restart its idle count."""
+        group.quiesced = False
+        group.idle_ticks = 0
+
+    def on_quiesce(self, from_id: int, group_id: int, term: int, commit: int) -> None:
+        """The leader of `group_id` asks this follower to stop ticking it."""
+        group = self.groups.get(group_id)
+        if group is None or group.busy:
+            return
+        raft = group.node.raft
+        caught_up = raft.log.committed >= commit and raft.log.last_index() == commit
+        if raft.term == term and raft.lead == from_id and raft.role != Role.LEADER and caught_up:
+            group.quiesced = True
+
     def step(self, from_id: int, group_id: int, payload: Any) -> None:
         """An inbound message from the transport."""
         group = self.groups.get(group_id)
@@ -173,6 +224,9 @@ class RaftDriver:
             message = Message.from_wire(payload)
             if message.frm != from_id:
                 raise RaftError(f"message claims sender {message.frm} on node {from_id}'s link")
+            if message.type != MessageType.HEARTBEAT_RESP:
+                # The answer to a leader's last heartbeat must not undo its quiescence.
+                self.wake(group)
             if group.busy:
                 if len(group.deferred) >= DEFERRED_MESSAGES_MAX:
                     self.dropped_inbound += 1
@@ -193,6 +247,7 @@ class RaftDriver:
         """
         async with group.propose_lock:
             await self.until_idle(group)
+            self.wake(group)
             node = group.node
             node.propose_many(datas)
             self.mark(group)
@@ -206,11 +261,13 @@ class RaftDriver:
 
     def campaign(self, group: RaftGroup) -> None:
         assert not group.busy
+        self.wake(group)
         group.node.campaign()
         self.mark(group)
 
     def transfer_leadership(self, group: RaftGroup, to: int) -> None:
         assert not group.busy
+        self.wake(group)
         group.node.transfer_leadership(to)
         self.mark(group)
 
@@ -235,16 +292,57 @@ class RaftDriver:
         while not self._stopping:
             next_at += interval_s
             await asyncio.sleep(max(0.0, next_at - loop.time()))
+            self._ticks += 1
+            beat = self._ticks % self.heartbeat_ticks == 0
+            if beat:
+                self._send_liveness()
+            silent = self._silent_peers() if beat else set()
             for group in list(self.groups.values()):
                 if group.busy:
                     continue  # it ticks again next time; a missed tick only delays timers
+                if group.quiesced:
+                    if group.node.raft.lead not in silent:
+                        continue
+                    group.quiesced = False  # the leader's node went quiet: resume timers
                 group.node.tick()
+                if beat:
+                    self._maybe_quiesce(group)
                 if group.node.has_ready():
                     self._dirty.add(group)
             if self._dirty:
                 self._wake.set()
             if loop.time() - next_at > 10 * interval_s:
                 next_at = loop.time()  # we fell far behind: do not try to catch up in a burst
+
+    def _send_liveness(self) -> None:
+        for peer in self.peers():
+            self.transport.send(peer, self.control_group_id, ["alive"])
+
+    def _silent_peers(self) -> set[int]:
+        """Peers not heard from for an election timeout."""
+        now = self._now_s()
+        timeout_s = self.election_ticks * self.tick_ms / 1000
+        return {p for p in self.peers() if now - self.last_heard_s.get(p, 0.0) > timeout_s}
+
+    def _maybe_quiesce(self, group: RaftGroup) -> None:
+        """On an idle leader whose followers hold everything: stop heartbeating it."""
+        raft = group.node.raft
+        if raft.role != Role.LEADER or not group.peers:
+            return
+        group.idle_ticks += self.heartbeat_ticks
+        if group.idle_ticks < self.quiesce_after_ticks:
+            return
+        last = raft.log.last_index()
+        if raft.log.committed != last or raft.lead_transferee:
+            return
+        for peer in group.peers:
+            progress = raft.prs.get(peer)
+            if progress is None or progress.match_index != last:
+                return
+        group.quiesced = True
+        message = ["quiesce", group.group_id, raft.term, last]
+        for peer in group.peers:
+            self.transport.send(peer, self.control_group_id, message)
 
     async def _ready_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -279,6 +377,8 @@ class RaftDriver:
         group.busy = False
         if group.removed:
             return
+        if rd.entries or rd.committed_entries or rd.soft_state is not None:
+            group.idle_ticks = 0
         if rd.entries:
             group.persisted_index = rd.entries[-1].index
         elif rd.snapshot is not None:
