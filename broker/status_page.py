@@ -86,17 +86,7 @@ def consumer_groups(node: Node) -> list[GroupRow]:
     the high watermark minus the committed offset, summed over the partitions whose
     replica lives on this node (`lag_complete` is False when some are elsewhere).
     """
-    coordinator = node.groups.coordinator
-    # The coordinator has no public listing yet; its loaded shards are `_shards` values
-    # that are not the loading marker (see broker/groups/coordinator.py).
-    shards = getattr(coordinator, "_shards", {})
-    rows = []
-    for shard in list(shards.values()):
-        state = getattr(shard, "state", None)
-        for group in list(getattr(state, "groups", {}).values()):
-            if group.state.value == "Dead":
-                continue
-            rows.append(_group_row(node, group))
+    rows = [_group_row(node, group) for group in node.groups.coordinator.loaded_groups()]
     return sorted(rows, key=lambda r: r.group_id)
 
 
