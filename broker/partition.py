@@ -45,6 +45,9 @@ _MAX_TIMESTAMP = struct.Struct(">q")  # maxTimestamp @35
 _LAST_OFFSET_DELTA = struct.Struct(">i")  # @23
 _ATTRIBUTES = struct.Struct(">h")  # @21
 _BATCH_HEADER_BYTES = 61
+#: A replicated "drop the log below this offset" command (shorter than any batch).
+_TRUNCATE_MAGIC = b"RFTK:truncate\x00"
+_OFFSET = struct.Struct(">q")
 
 
 class PartitionError(Exception):
@@ -164,6 +167,8 @@ class Partition:
         for entry in entries:
             if entry.kind == EntryKind.DATA:
                 offset = self.log.offset_for_index(entry.index)
+                if len(entry.data) < _BATCH_HEADER_BYTES and entry.data.startswith(_TRUNCATE_MAGIC):
+                    self._apply_truncate(entry)
                 self._fold(entry.data, offset)
                 waiting = self._inflight.pop(entry.index, None)
                 if waiting is not None and not waiting.future.done():
@@ -273,18 +278,42 @@ class Partition:
         except OffsetOutOfRangeError as error:
             raise PartitionError(ErrorCode.OFFSET_OUT_OF_RANGE, str(error)) from None
 
-    def delete_records_before(self, offset: int) -> int:
-        """DeleteRecords on this replica: drop whole entries below `offset` (storage thread).
+    async def truncate_before(self, offset: int, timeout_ms: int) -> int:
+        """DeleteRecords and compaction: every replica drops the entries below `offset`.
 
-        The log starts at a batch boundary, so the new log start offset is the base offset
-        of the batch holding `offset`; it is returned as the low watermark.
+        The request travels through Raft as a small command entry (shorter than a batch
+        header, so it takes no Kafka offset), and each replica truncates when it applies
+        it: the log start moves in step on leader and followers alike. The log starts at
+        a batch boundary, so the new log start offset (returned, the low watermark) is
+        the base offset of the batch holding `offset`.
         """
+        group = self.group
+        if group is None or not self.is_leader:
+            raise PartitionError(ErrorCode.NOT_LEADER_OR_FOLLOWER)
+        payload = _TRUNCATE_MAGIC + _OFFSET.pack(offset)
+        try:
+            index, term = await self.driver.propose(group, [payload])
+        except ProposalDropped as error:
+            raise PartitionError(ErrorCode.NOT_LEADER_OR_FOLLOWER, str(error)) from None
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._inflight[index] = _Inflight(term, future)
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout_ms / 1000)
+        except TimeoutError:
+            future.add_done_callback(_consume_exception)
+            raise PartitionError(
+                ErrorCode.REQUEST_TIMED_OUT, "truncation not committed in time"
+            ) from None
+        return self.log.log_start_offset
+
+    def _apply_truncate(self, entry: Entry) -> None:
+        (offset,) = _OFFSET.unpack_from(entry.data, len(_TRUNCATE_MAGIC))
         log = self.log
+        offset = max(log.log_start_offset, min(offset, log.log_end_offset))
         index = log.index_for_offset(offset) if offset < log.log_end_offset else log.last_index + 1
-        index = min(index, self._applied_index + 1)
+        index = min(index, entry.index)
         if index > log.first_index:
             log.truncate_prefix(index)
-        return log.log_start_offset
 
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
         """OffsetForLeaderEpoch: (largest epoch <= `epoch`, the offset where it ended)."""

@@ -436,8 +436,7 @@ async def handle_delete_records(
                 target = partition.high_watermark if p.offset == -1 else p.offset
                 if not partition.log_start_offset <= target <= partition.high_watermark:
                     raise PartitionError(ErrorCode.OFFSET_OUT_OF_RANGE)
-                # On the loop thread: it owns the log (a rare, small checkpoint write).
-                low = partition.delete_records_before(target)
+                low = await partition.truncate_before(target, max(1, request.timeout_ms))
                 results.append(
                     DeleteRecordsPartitionResult(
                         partition_index=p.partition_index, low_watermark=low, error_code=0
