@@ -301,7 +301,7 @@ def wait_leaders(node: BrokerProcess, topic: str, partitions: int, timeout_s: fl
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
         view = partition_view(node, topic)
-        if len(view) == partitions and all(p.get("leader", -1) > 0 for p in view):
+        if len(view) == partitions and all((p.get("leader") or -1) > 0 for p in view):
             return time.monotonic() - start
         time.sleep(0.1)
     raise TimeoutError(f"{topic}: not every partition has a leader after {timeout_s}s")
@@ -312,3 +312,42 @@ def load_line() -> str:
     with open("/proc/loadavg") as f:
         one, five, fifteen = f.read().split()[:3]
     return f"load average {one} {five} {fifteen} on {os.cpu_count()} cores"
+
+
+def failover_producer(bootstrap: str, topic: str, partition: int, stop: Any, out: Any) -> None:
+    """Sends one acks=all record at a time to one partition until `stop` is set. Child process.
+
+    Puts (ack times, failures, first failure) on `out`. Ack times are time.monotonic(),
+    which on Linux is one clock for every process, so the parent compares them with
+    the moments it killed a leader. Retries and reconnects are tuned short, as a
+    latency-sensitive application would set them; the defaults back off for up to 1 s.
+    """
+    from confluent_kafka import Producer
+
+    producer = Producer({
+        "bootstrap.servers": bootstrap,
+        "acks": "all",
+        "linger.ms": 0,
+        "enable.idempotence": True,
+        "message.timeout.ms": 10_000,
+        "request.timeout.ms": 5_000,
+        "retry.backoff.ms": 20,
+        "retry.backoff.max.ms": 100,
+        "reconnect.backoff.ms": 20,
+        "reconnect.backoff.max.ms": 200,
+        "topic.metadata.refresh.interval.ms": 5_000,
+    })  # fmt: skip
+    acks: list[float] = []
+    failures: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is None:
+            acks.append(time.monotonic())
+        else:
+            failures.append(str(err))
+
+    value = os.urandom(KIB)
+    while not stop.is_set():
+        producer.produce(topic, value, partition=partition, on_delivery=on_delivery)
+        producer.flush(15)
+    out.put((acks, len(failures), failures[0] if failures else ""))
