@@ -36,6 +36,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.failpoints import parse_failpoints
+
 ENV_PREFIX = "RAFTKA_"
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})
 SIMPLE_LISTENER_NAME = "PLAINTEXT"
@@ -325,6 +327,14 @@ class BrokerConfig:
     fault_injection: bool = _setting(
         False, "Serve the fault-injection HTTP endpoints (tests only).", "bool"
     )
+    failpoints: str = _setting(
+        "",
+        "Crash points armed at start, e.g. append_before_fsync=0.01 (tests only).",
+        "str",
+    )
+    durability_journal: bool = _setting(
+        False, "Record what each fsync made durable, for power-loss tests.", "bool"
+    )
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -451,6 +461,10 @@ def _validate(cfg: BrokerConfig) -> None:
         cfg.message_bytes_max,
         f"must not exceed frame_bytes_max ({cfg.frame_bytes_max})",
     )
+    try:
+        parse_failpoints(cfg.failpoints)
+    except ValueError as error:
+        _require(False, "failpoints", cfg.failpoints, str(error))
     _validate_peers(cfg)
     _validate_replication(cfg)
     _validate_listeners(cfg)

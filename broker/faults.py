@@ -8,6 +8,7 @@ live in the peer transport's `LinkFilter`; these routes edit them:
     POST /v1/faults/link   {"peer": 2, "direction": "out"|"in"|"both",
                             "loss": 1.0, "delay_ms": 0}
     POST /v1/faults/heal   {"peer": 2}  or  {}   (every peer)
+    POST /v1/faults/failpoint  {"name": "append_before_fsync", "probability": 1.0}
 
 A one-way partition is a rule in one direction; isolating a node is loss 1.0 both
 ways with every peer. Client (Kafka) traffic is never touched.
@@ -18,11 +19,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from broker.failpoints import Failpoints
 from broker.http_server import HttpRequest, HttpResponse, HttpServer
 from broker.peer_transport import LinkFilter
 
 
-def install_fault_routes(http: HttpServer, link_filter: LinkFilter) -> None:
+def install_fault_routes(
+    http: HttpServer, link_filter: LinkFilter, failpoints: Failpoints | None = None
+) -> None:
     async def show(request: HttpRequest) -> HttpResponse:
         return HttpResponse.json({"rules": link_filter.rules()})
 
@@ -50,6 +54,19 @@ def install_fault_routes(http: HttpServer, link_filter: LinkFilter) -> None:
         link_filter.heal(peer if isinstance(peer, int) else None)
         return HttpResponse.json({"rules": link_filter.rules()})
 
+    async def failpoint(request: HttpRequest) -> HttpResponse:
+        body = _json(request)
+        if body is None or failpoints is None:
+            return HttpResponse.json({"error": "body must be a JSON object"}, 400)
+        name = body.get("name")
+        probability = body.get("probability", 1.0)
+        try:
+            failpoints.arm(str(name), float(probability))
+        except (TypeError, ValueError) as error:
+            return HttpResponse.json({"error": str(error)}, 400)
+        return HttpResponse.json({"failpoints": failpoints.armed})
+
+    http.add_route("POST", "/v1/faults/failpoint", failpoint)
     http.add_route("GET", "/v1/faults", show)
     http.add_route("POST", "/v1/faults/link", link)
     http.add_route("POST", "/v1/faults/heal", heal)

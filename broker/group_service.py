@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from broker.groups.coordinator import CoordinatorConfig, GroupCoordinator
 from broker.groups.offsets_log import Record
 from broker.groups.state import GroupConfig
-from broker.partition import Partition, PartitionError
+from broker.partition import AppendOutcome, Partition, PartitionError
 from client.protocol.api_keys import ApiKey
 from client.protocol.errors import ErrorCode
 from client.protocol.messages.find_coordinator import (
@@ -43,6 +43,8 @@ OFFSETS_TOPIC = "__consumer_offsets"
 COORDINATOR_GROUP = 0
 COMMIT_TIMEOUT_MS = 10_000
 _LOAD_READ_BYTES = 4 << 20
+#: Under the default message_bytes_max (1 MiB), with room for batch overhead.
+_BATCH_BYTES_MAX = 512 << 10
 
 
 def _wall_ms() -> int:
@@ -52,21 +54,52 @@ def _wall_ms() -> int:
 class PartitionGroupLog:
     """`GroupLog` over one `__consumer_offsets` partition led by this node."""
 
-    def __init__(self, partition: Partition) -> None:
+    def __init__(self, partition: Partition, batch_bytes_max: int = _BATCH_BYTES_MAX) -> None:
         self.partition = partition
+        self.batch_bytes_max = batch_bytes_max
 
-    async def append(self, records: list[Record]) -> None:
-        builder = RecordBatchBuilder(batch_bytes_max=1 << 30)
+    def _batches(self, records: list[Record]) -> list[bytes]:
+        """The records as batches of at most ~`batch_bytes_max` (a live set can be large)."""
         now = _wall_ms()
+        batches = []
+        builder = RecordBatchBuilder(batch_bytes_max=1 << 30)
+        size = 0
         for key, value in records:
+            record_bytes = len(key) + len(value or b"") + 32
+            if size and size + record_bytes > self.batch_bytes_max:
+                batches.append(builder.build())
+                builder = RecordBatchBuilder(batch_bytes_max=1 << 30)
+                size = 0
             builder.append(key, value, (), now)
-        batch = builder.build()
+            size += record_bytes
+        batches.append(builder.build())
+        return batches
+
+    async def append(self, records: list[Record]) -> int:
+        assert records, "nothing to append"
         # No lock: `produce` reaches the partition's FIFO proposal queue before its first
-        # suspension, so appends land in call order, and concurrent commits share fsyncs.
+        # suspension, and tasks take their first step in creation order, so the batches
+        # of one call land consecutively and calls land in call order; concurrent commits
+        # share fsyncs.
+        produces = [
+            asyncio.ensure_future(self.partition.produce(batch, -1, COMMIT_TIMEOUT_MS))
+            for batch in self._batches(records)
+        ]
+        outcomes = await asyncio.gather(*produces, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, PartitionError):
+                raise RuntimeError(f"offsets append failed: {outcome.code.name}") from None
+            if isinstance(outcome, BaseException):
+                raise outcome
+        first = outcomes[0]
+        assert isinstance(first, AppendOutcome)
+        return first.base_offset
+
+    async def truncate_before(self, offset: int) -> None:
         try:
-            await self.partition.produce(batch, -1, COMMIT_TIMEOUT_MS)
+            await self.partition.truncate_before(offset, COMMIT_TIMEOUT_MS)
         except PartitionError as error:
-            raise RuntimeError(f"offsets append failed: {error.code.name}") from None
+            raise RuntimeError(f"offsets truncation failed: {error.code.name}") from None
 
 
 class GroupService:

@@ -32,6 +32,7 @@ from typing import Any
 from broker.clock import Clock
 from broker.config import BrokerConfig
 from broker.controller import CONTROL_GROUP_ID, MetadataController
+from broker.failpoints import DurabilityJournal, Failpoints, parse_failpoints
 from broker.faults import install_fault_routes
 from broker.fetch_waiters import FetchWaiters
 from broker.group_service import GroupService
@@ -106,6 +107,10 @@ class Node:
             heartbeat_ticks=config.heartbeat_ticks,
             control_group_id=CONTROL_GROUP_ID,
             peers=self._all_peers,
+            failpoints=Failpoints(parse_failpoints(config.failpoints)),
+            journal=DurabilityJournal(os.path.abspath(config.data_dir))
+            if config.durability_journal
+            else None,
         )
         self.controller = MetadataController(
             self.node_id, self.driver, self._send_control, self._on_image, self._on_metadata_leader
@@ -140,7 +145,7 @@ class Node:
         self._data_dir = os.path.abspath(config.data_dir)
         self._rng = random.Random()
         if transport.link_filter is not None:
-            install_fault_routes(http, transport.link_filter)
+            install_fault_routes(http, transport.link_filter, self.driver.failpoints)
         transport.on_message(self._on_peer_message)
         transport.on_unreachable(self.driver.report_unreachable)
         http.add_route("GET", "/", self._status_page)

@@ -43,12 +43,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from broker.failpoints import DurabilityJournal, Failpoints
 from broker.raft_storage import RaftLogStorage
 from raft.errors import RaftError
 from raft.messages import Message, MessageType
 from raft.raw_node import RawNode
 from raft.ready import Ready
 from raft.types import Entry, HardState, Role, Snapshot, SoftState
+from storage.config import FsyncPolicy
 
 log = logging.getLogger("raftka.raft")
 _T = TypeVar("_T")
@@ -126,6 +128,8 @@ class RaftDriver:
         control_group_id: int = -1,
         peers: Callable[[], set[int]] = set,
         clock_s: Callable[[], float] | None = None,
+        failpoints: Failpoints | None = None,
+        journal: DurabilityJournal | None = None,
     ) -> None:
         self.node_id = node_id
         self.transport = transport
@@ -138,6 +142,8 @@ class RaftDriver:
         #: Idle ticks before a leader quiesces its group.
         self.quiesce_after_ticks = 2 * election_ticks
         self._clock_s = clock_s
+        self.failpoints = failpoints or Failpoints()
+        self.journal = journal
         #: When each peer node was last heard from (any message at all).
         self.last_heard_s: dict[int, float] = {}
         self._ticks = 0
@@ -355,10 +361,14 @@ class RaftDriver:
                     break
                 states, to_sync, hard_states = _write(batch)
                 if to_sync or hard_states:
+                    self.failpoints.hit("append_before_fsync")
                     started = loop.time()
-                    await loop.run_in_executor(self._io, _sync, to_sync, hard_states)
+                    await loop.run_in_executor(
+                        self._io, _sync, to_sync, hard_states, self.failpoints, self.journal
+                    )
                     if self.on_fsync is not None:
                         self.on_fsync(loop.time() - started)
+                    self.failpoints.hit("fsync_before_ack")
                 for (group, rd), state in zip(batch, states):
                     self._finish(group, rd, state)
 
@@ -444,10 +454,23 @@ def _write(
 
 
 def _sync(
-    to_sync: list[RaftLogStorage], hard_states: list[tuple[RaftLogStorage, HardState]]
+    to_sync: list[RaftLogStorage],
+    hard_states: list[tuple[RaftLogStorage, HardState]],
+    failpoints: Failpoints,
+    journal: DurabilityJournal | None,
 ) -> None:
     """On the storage thread: one fsync per written log, then term/vote files."""
     for storage in to_sync:
         storage.sync()
+    if journal is not None and to_sync:
+        # With fsync=never a sync only counts bytes as flushed: nothing became durable.
+        journal.record(
+            (segment.log_path, segment.size_bytes)
+            for storage in to_sync
+            if storage.log.config.fsync_policy is FsyncPolicy.ALWAYS
+            for segment in storage.log.segments
+        )
     for storage, hard_state in hard_states:
+        failpoints.hit("vote_before_persist")
         storage.save_hard_state_file(hard_state)
+        failpoints.hit("vote_after_persist")

@@ -27,6 +27,33 @@ coordinator decided them.
 
 Bounds: at most `pending_requests_max` JoinGroup/SyncGroup requests are parked; beyond
 that a request is answered COORDINATOR_NOT_AVAILABLE at once and the client retries.
+
+Compaction: the partition would grow by a record per commit forever. Each shard keeps
+its *live map*, the last committed value (with its offset) of every key, which is
+`live_records` of the log maintained incrementally. When more records were appended
+since the last compaction (or load) than `max(compaction_records_min,
+compaction_live_ratio * live keys)`, the shard compacts (`_compact`):
+
+1. hold: appends started from now on are queued in call order, not sent;
+2. drain: wait until every append started before (1) has resolved, so the live map is
+   exactly the replay of the log, and nothing of ours is in flight below what comes next;
+3. write the live set through `GroupLog.append` (acks=all); it lands at offsets >= X,
+   where X is the offset of its first record;
+4. release: the held appends start, in call order, so they land after the live set;
+5. `GroupLog.truncate_before(X)`.
+
+Why replaying from X rebuilds the same state: after (2) the log below X holds only
+records whose replay is the live map (an append that failed or timed out was never
+applied to memory nor to the map; if it still commits, it commits below X and is cut,
+which matches memory). The records at X.. restate every live key with its live value,
+so for each key the last write at or after X equals its last write in the whole log,
+and a key absent there was tombstoned (or never written): replay(log[X:]) ==
+replay(log). Commits made during compaction are held until the live set is written and
+then land after it, so they win as later records, as they would have anyway. If the
+live-set append fails, nothing is truncated; copies of live values that did commit are
+harmless (they restate what replay already yields). The truncation itself is a Raft
+command that every replica applies at the same log position, so a follower that becomes
+coordinator replays the same suffix.
 """
 
 from __future__ import annotations
@@ -36,12 +63,14 @@ import logging
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from broker.groups.offsets_log import (
     OffsetAndMetadata,
     Record,
     group_record,
+    live_records,
     offset_record,
     partition_for_group,
 )
@@ -112,12 +141,18 @@ _GROUP_OPERATIONS = (1 << 3) | (1 << 6) | (1 << 8)
 class GroupLog(Protocol):
     """A partition of `__consumer_offsets`, replicated by Raft (the broker implements it)."""
 
-    async def append(self, records: list[Record]) -> None:
-        """Append key/value records (value None = tombstone).
+    async def append(self, records: list[Record]) -> int:
+        """Append key/value records (value None = tombstone); return the first one's offset.
 
         Resolves once the records are quorum-committed; raises on failure (leadership
-        lost, timeout). Calls must be appended in the order they are made.
+        lost, timeout). Calls must be appended in the order they are made, and the
+        records of one call at consecutive offsets in their order (several batches are
+        fine as long as nothing else lands between them).
         """
+        ...
+
+    async def truncate_before(self, offset: int) -> None:
+        """Drop every record below `offset` on every replica (replicated; raises on failure)."""
         ...
 
 
@@ -128,21 +163,81 @@ class CoordinatorConfig:
     pending_requests_max: int = 10_000
     offsets_expiry_interval_ms: int = 60_000  # Kafka's offsets.retention.check.interval.ms
     timer_sleep_ms_max: int = 1000  # the timer re-reads the clock at least this often
+    #: Compact a shard once more than max(compaction_records_min, compaction_live_ratio *
+    #: live keys) records were appended since its load or last compaction (Compaction).
+    compaction_records_min: int = 1000
+    compaction_live_ratio: int = 2
 
     def __post_init__(self) -> None:
         assert self.offsets_topic_partitions > 0
         assert self.pending_requests_max > 0
         assert self.offsets_expiry_interval_ms > 0 and self.timer_sleep_ms_max > 0
+        assert self.compaction_records_min > 0 and self.compaction_live_ratio >= 1
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionStats:
+    """What a shard's compactions did (tests, metrics, the status page)."""
+
+    compactions: int
+    last_live_records: int
+    last_truncated_before: int
+    appended_since_compaction: int
 
 
 class _Shard:
-    """A loaded shard: the pure state and the log it persists to."""
+    """A loaded shard: the pure state, the log it persists to, and its live map."""
 
-    __slots__ = ("log", "state")
+    __slots__ = (
+        "compacting",
+        "compactions",
+        "end_offset",
+        "grown",
+        "held",
+        "inflight",
+        "last_live_records",
+        "last_truncated_before",
+        "live",
+        "log",
+        "state",
+    )
 
-    def __init__(self, state: GroupCoordinatorShard, log: GroupLog) -> None:
+    def __init__(
+        self, state: GroupCoordinatorShard, log: GroupLog, loaded: list[Record]
+    ) -> None:
         self.state = state
         self.log = log
+        #: key -> (offset, value or None for a tombstone): the replay of the log so far.
+        #: Loaded records get offset -1: they precede everything appended from now on.
+        self.live: dict[bytes, tuple[int, bytes | None]] = {
+            k: (-1, v) for k, v in live_records(loaded)
+        }
+        #: Records in the log since its last compaction: what compaction would remove.
+        self.grown = len(loaded)
+        #: The offset after the last record this shard appended (-1: none yet).
+        self.end_offset = -1
+        #: Appends started (not held) and not yet resolved.
+        self.inflight: set[asyncio.Future[None]] = set()
+        #: While compacting, appends wait here in call order (see Compaction). Not bounded
+        #: by count but by time: a compaction lasts at most a drain and one append.
+        self.held: list[tuple[list[Record], asyncio.Future[None]]] | None = None
+        self.compacting = False
+        self.compactions = 0
+        self.last_live_records = 0
+        self.last_truncated_before = -1
+
+    def note_appended(self, base_offset: int, records: list[Record]) -> None:
+        """Fold a committed append into the live map (offsets make the order certain)."""
+        for i, (key, value) in enumerate(records):
+            offset = base_offset + i
+            known = self.live.get(key)
+            if known is None or known[0] < offset:
+                self.live[key] = (offset, value)
+        self.grown += len(records)
+        self.end_offset = max(self.end_offset, base_offset + len(records))
+
+    def live_set(self) -> list[Record]:
+        return [(k, v) for k, (_, v) in self.live.items() if v is not None]
 
 
 _LOADING = "loading"
@@ -210,9 +305,21 @@ class GroupCoordinator:
         """Rebuild the shard from its records and start serving its groups."""
         self._check_partition(partition)
         self._drop_shard(partition)
-        state = GroupCoordinatorShard.load(partition, records, self.config.group, self._clock_ms())
-        self._shards[partition] = _Shard(state, group_log)
+        loaded = list(records)
+        state = GroupCoordinatorShard.load(partition, loaded, self.config.group, self._clock_ms())
+        self._shards[partition] = _Shard(state, group_log, loaded)
         self._wake.set()
+
+    def compaction_stats(self, partition: int) -> CompactionStats | None:
+        shard = self._shards.get(partition)
+        if not isinstance(shard, _Shard):
+            return None
+        return CompactionStats(
+            shard.compactions,
+            shard.last_live_records,
+            shard.last_truncated_before,
+            shard.grown,
+        )
 
     def unload_shard(self, partition: int) -> None:
         """Leadership of `partition` moved away: stop serving it, fail its parked requests."""
@@ -318,11 +425,89 @@ class GroupCoordinator:
         return task
 
     async def _append(self, shard: _Shard, records: list[Record]) -> None:
-        await shard.log.append(records)
+        base_offset = await shard.log.append(records)
+        shard.note_appended(base_offset, records)
+        self._maybe_compact(shard)
 
     def _start_append(self, shard: _Shard, records: list[Record]) -> asyncio.Future[None]:
-        """Start the append now (tasks start in creation order: Ordering)."""
-        return asyncio.ensure_future(self._append(shard, records))
+        """Start the append now (tasks start in creation order: Ordering).
+
+        While the shard compacts, the append is queued instead and started, still in call
+        order, once the live set is written (Compaction).
+        """
+        if shard.held is not None:
+            queued: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            shard.held.append((records, queued))
+            return queued
+        task = asyncio.ensure_future(self._append(shard, records))
+        shard.inflight.add(task)
+        task.add_done_callback(shard.inflight.discard)
+        return task
+
+    # --- compaction (see the module docstring) --------------------------------------------
+
+    def _maybe_compact(self, shard: _Shard) -> None:
+        threshold = max(
+            self.config.compaction_records_min,
+            self.config.compaction_live_ratio * len(shard.live),
+        )
+        if shard.compacting or shard.grown <= threshold or not self._is_current(shard):
+            return
+        shard.compacting = True
+        self._spawn(self._compact(shard))
+
+    async def _compact(self, shard: _Shard) -> None:
+        truncate_at = -1
+        shard.held = []  # 1. hold
+        try:
+            if shard.inflight:  # 2. drain (asyncio.wait: never cancels what it waits for)
+                await asyncio.wait(list(shard.inflight))
+            live = shard.live_set()
+            if not self._is_current(shard):
+                pass
+            elif live:
+                truncate_at = await shard.log.append(live)  # 3. write the live set
+            else:  # everything was deleted: the whole log is superseded
+                truncate_at = shard.end_offset
+            if truncate_at >= 0:
+                shard.grown = len(live)
+                shard.last_live_records = len(live)
+                # Tombstones below the live set are cut with the log: forget them.
+                shard.live = {k: (truncate_at + i, v) for i, (k, v) in enumerate(live)}
+        except Exception as exc:
+            log.warning("compacting group shard %d failed: %r", shard.state.partition, exc)
+            truncate_at = -1
+            shard.grown = 0  # back off: try again after another threshold of growth
+        finally:
+            self._release(shard)  # 4. release, also on failure or cancellation
+        try:
+            if truncate_at >= 0 and self._is_current(shard):
+                await shard.log.truncate_before(truncate_at)  # 5.
+                shard.compactions += 1
+                shard.last_truncated_before = truncate_at
+                log.info(
+                    "compacted group shard %d: %d live records from offset %d",
+                    shard.state.partition,
+                    len(shard.live),
+                    truncate_at,
+                )
+        except Exception as exc:
+            log.warning("truncating group shard %d failed: %r", shard.state.partition, exc)
+        finally:
+            shard.compacting = False
+
+    def _release(self, shard: _Shard) -> None:
+        """Start the held appends in call order (or fail them if the shard is gone)."""
+        held, shard.held = shard.held or [], None
+        current = self._is_current(shard)
+        for records, queued in held:
+            if queued.done():  # the caller gave up (cancelled) before it was sent
+                continue
+            if not current:
+                queued.set_exception(RuntimeError("group shard unloaded"))
+                continue
+            task = self._start_append(shard, records)
+            task.add_done_callback(partial(_copy_outcome, queued))
 
     async def _store(self, appended: asyncio.Future[None], count: int) -> None:
         try:
@@ -739,6 +924,17 @@ class GroupCoordinator:
         if shard.state.groups.get(group_id) is group:
             del shard.state.groups[group_id]
         return ErrorCode.NONE
+
+
+def _copy_outcome(target: asyncio.Future[None], source: asyncio.Future[None]) -> None:
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif (exc := source.exception()) is not None:
+        target.set_exception(exc)
+    else:
+        target.set_result(None)
 
 
 class _FetchTopic(Protocol):

@@ -147,6 +147,8 @@ BAD_SETTINGS = [
     ("log_level", "LOUD"),
     ("log_format", "xml"),
     ("fault_injection", "2"),
+    ("failpoints", "no_such_point=1"),
+    ("durability_journal", "often"),
 ]
 
 
