@@ -3,7 +3,7 @@
 Producers: idempotent (acks=all), each sending unique integers (`client * 10**7 + seq`)
 to randomly chosen partitions at a fixed total rate, with a bounded number in flight.
 Consumers: assign mode (no group), polling throughout the run, sometimes re-assigning a
-random subset of partitions from the beginning or the end. Final reads: after the heal,
+random subset of partitions from the beginning or from the current high watermark. Final reads: after the heal,
 one consumer reads every partition from offset 0 up to its high watermark.
 
 Error classification (what `fail` may mean): only an error that proves the record never
@@ -23,7 +23,6 @@ from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
-    OFFSET_END,
     Consumer,
     KafkaError,
     KafkaException,
@@ -221,11 +220,17 @@ def assign(
     consumer: Consumer, history: HistoryWriter, name: str, topic: str,
     partitions: list[int], seek: str,
 ) -> None:  # fmt: skip
-    value = {"partitions": partitions, "seek": seek}
+    value: dict[str, Any] = {"partitions": partitions, "seek": seek}
     op_id = history.invoke(name, "assign", value)
-    offset = OFFSET_BEGINNING if seek == "beginning" else OFFSET_END
     try:
-        consumer.assign([TopicPartition(topic, p, offset) for p in partitions])
+        offsets = [OFFSET_BEGINNING] * len(partitions)
+        if seek == "end":
+            # A concrete offset, not the logical OFFSET_END: librdkafka re-resolves a
+            # logical start position after a fetch error, which would jump forward.
+            offsets = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=2)[1]
+                       for p in partitions]  # fmt: skip
+            value = value | {"offsets": offsets}
+        consumer.assign([TopicPartition(topic, p, o) for p, o in zip(partitions, offsets, strict=True)])  # fmt: skip
     except KafkaException as exc:
         history.record(name, "info", "assign", op_id, value, error=str(exc))
         return
