@@ -202,9 +202,7 @@ class _Shard:
         "state",
     )
 
-    def __init__(
-        self, state: GroupCoordinatorShard, log: GroupLog, loaded: list[Record]
-    ) -> None:
+    def __init__(self, state: GroupCoordinatorShard, log: GroupLog, loaded: list[Record]) -> None:
         self.state = state
         self.log = log
         #: key -> (offset, value or None for a tombstone): the replay of the log so far.

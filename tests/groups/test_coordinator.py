@@ -43,19 +43,34 @@ PARTITIONS = 4
 
 
 class MemoryGroupLog:
-    """Appends in call order; `hold` parks appends until released; `fail` raises."""
+    """Appends in call order; `hold` parks appends until released; `fail` raises.
+
+    `records` are the ones from `start_offset` on (`truncate_before` drops a prefix).
+    """
 
     def __init__(self) -> None:
         self.records: list[Record] = []
+        self.start_offset = 0
         self.hold: asyncio.Event | None = None
         self.fail: BaseException | None = None
 
-    async def append(self, records: list[Record]) -> None:
+    @property
+    def end_offset(self) -> int:
+        return self.start_offset + len(self.records)
+
+    async def append(self, records: list[Record]) -> int:
         if self.fail is not None:
             raise self.fail
         if self.hold is not None:
             await self.hold.wait()
+        base_offset = self.end_offset
         self.records.extend(records)
+        return base_offset
+
+    async def truncate_before(self, offset: int) -> None:
+        assert self.start_offset <= offset <= self.end_offset
+        del self.records[: offset - self.start_offset]
+        self.start_offset = offset
 
 
 class Clock:
