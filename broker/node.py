@@ -139,6 +139,8 @@ class Node:
         self._producer_lock = asyncio.Lock()
         self._reconcile_needed = asyncio.Event()
         self._registration_check = asyncio.Event()
+        #: The metadata index whose partitions exist locally (readiness waits for it).
+        self._reconciled_index = -1
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._registered = False
@@ -213,6 +215,8 @@ class Node:
             return Readiness(False, "no metadata leader yet")
         if self.node_id not in self.controller.image.brokers:
             return Readiness(False, "not registered in the metadata yet")
+        if self._reconciled_index != self.controller.image.applied_index:
+            return Readiness(False, "creating the partitions this node hosts")
         leaderless = [
             f"{p.topic}-{p.index}"
             for p in self.partitions.values()
@@ -372,6 +376,7 @@ class Node:
                 continue
             plog = await loop.run_in_executor(None, self._open_partition_log, info, assignment)
             self._add_partition(info, assignment, plog)
+        self._reconciled_index = image.applied_index
 
     def _partition_dir(self, topic: str, index: int) -> str:
         return os.path.join(self._data_dir, f"{topic}-{index}")

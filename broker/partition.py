@@ -99,6 +99,9 @@ class Partition:
         #: True on the leader once an entry of its own term is committed (see module doc).
         self.leader_ready = False
         self._inflight: dict[int, _Inflight] = {}
+        #: Futures of in-flight idempotent batches by (producer id, epoch, first sequence),
+        #: so that a retry racing its original gets the original's answer.
+        self._pending_batches: dict[tuple[int, int, int], asyncio.Future[int]] = {}
         self._applied_index = 0
         #: Says whether a quorum of the replicas looks reachable (set by the node); a
         #: produce with acks=all is refused up front with NOT_ENOUGH_REPLICAS otherwise.
@@ -226,29 +229,33 @@ class Partition:
             )
         producer_id, epoch, first_seq = _PRODUCER.unpack_from(batch, 43)
         count = _LAST_OFFSET_DELTA.unpack_from(batch, 23)[0] + 1
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        sequence_key = (producer_id, epoch, first_seq)
         if producer_id >= 0:
             decision = self.producers.check(producer_id, epoch, first_seq, count)
             if decision.verdict is Verdict.DUPLICATE:
                 assert decision.duplicate_of is not None
                 if decision.duplicate_of.base_offset >= 0:
                     return AppendOutcome(decision.duplicate_of.base_offset, self.log_start_offset)
-                # The original is still in flight: it is not appended again, and the retry
-                # learns its fate (this is what a timed-out client retry looks like).
-                raise PartitionError(
-                    ErrorCode.REQUEST_TIMED_OUT, "the original batch is still in flight"
-                )
+                # A retry of a batch still in flight: not appended again; like Kafka, the
+                # retry is answered with the original's fate once that is known.
+                return await self._await_original(sequence_key, timeout_ms)
             if decision.verdict is Verdict.OUT_OF_ORDER_SEQUENCE:
                 raise PartitionError(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER, decision.message)
             if decision.verdict is Verdict.INVALID_PRODUCER_EPOCH:
                 raise PartitionError(ErrorCode.INVALID_PRODUCER_EPOCH, decision.message)
             timestamp_ms = _MAX_TIMESTAMP.unpack_from(batch, 35)[0]
             self.producers.add_pending(producer_id, epoch, first_seq, count, timestamp_ms)
+            self._pending_batches[sequence_key] = future
+            future.add_done_callback(lambda _: self._pending_batches.pop(sequence_key, None))
         try:
             index, term = await self.driver.propose(group, [batch])
         except ProposalDropped as error:
-            self.producers.clear_pending()
+            if producer_id >= 0:
+                self.producers.remove_pending(producer_id, epoch, first_seq)
+            future.set_exception(PartitionError(ErrorCode.NOT_LEADER_OR_FOLLOWER))
+            future.exception()
             raise PartitionError(ErrorCode.NOT_LEADER_OR_FOLLOWER, str(error)) from None
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._inflight[index] = _Inflight(term, future)
         if acks == 1:
             future.add_done_callback(_consume_exception)
@@ -265,6 +272,18 @@ class Partition:
             future.add_done_callback(_consume_exception)
             raise PartitionError(
                 ErrorCode.REQUEST_TIMED_OUT, "not committed within the timeout"
+            ) from None
+        return AppendOutcome(offset, self.log_start_offset)
+
+    async def _await_original(self, key: tuple[int, int, int], timeout_ms: int) -> AppendOutcome:
+        original = self._pending_batches.get(key)
+        if original is None:
+            raise PartitionError(ErrorCode.REQUEST_TIMED_OUT, "the original batch is in flight")
+        try:
+            offset = await asyncio.wait_for(asyncio.shield(original), timeout_ms / 1000)
+        except TimeoutError:
+            raise PartitionError(
+                ErrorCode.REQUEST_TIMED_OUT, "the original batch is in flight"
             ) from None
         return AppendOutcome(offset, self.log_start_offset)
 

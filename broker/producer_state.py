@@ -155,6 +155,17 @@ class ProducerStateTable:
         entry.batches.append(batch)
         return batch
 
+    def remove_pending(self, producer_id: int, producer_epoch: int, first_sequence: int) -> None:
+        """Forget one batch that never reached the log (its proposal was dropped)."""
+        entry = self._pending.get(producer_id)
+        if entry is None or entry.producer_epoch != producer_epoch:
+            return
+        kept = [b for b in entry.batches if b.first_sequence != first_sequence]
+        entry.batches.clear()
+        entry.batches.extend(kept)
+        if not entry.batches:
+            del self._pending[producer_id]
+
     def clear_pending(self) -> None:
         """Forget uncommitted batches: called when this node stops leading."""
         self._pending.clear()

@@ -277,7 +277,8 @@ def _fetch_partition(
             last_stable_offset=-1,
             log_start_offset=-1,
             current_leader=_leader_hint(node, topic, fp.partition, error.code),
-            records=None,
+            # Empty, never null: librdkafka rejects a whole response with a null record set.
+            records=b"",
         ), 0
     hwm = partition.high_watermark
     return (

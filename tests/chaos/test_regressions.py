@@ -1,7 +1,6 @@
 """Broker bugs the chaos runs found, each reduced to the smallest reproduction.
 
-Marked xfail(strict=True) while the bug is open: a fix makes the test pass, and the
-strict marker then fails the suite until the marker is removed.
+Each test reproduces a bug the chaos runs found, at the smallest scale that shows it.
 """
 
 from __future__ import annotations
@@ -27,14 +26,6 @@ def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
         node.terminate()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="broker bug: a Fetch partition with an error (OFFSET_OUT_OF_RANGE, NOT_LEADER, "
-    "FENCED_LEADER_EPOCH, ...) carries null records; Kafka sends empty records, and "
-    "librdkafka rejects null ('invalid MessageSetSize -1', a parse failure of the whole "
-    "response), so confluent-kafka consumers spin without learning the error "
-    "(broker/handlers/data.py _fetch_partition: records=None)",
-)
 def test_fetch_error_partition_has_empty_not_null_records(broker: BrokerProcess) -> None:
     with RawClient(broker.kafka_address) as raw:
         create_topic(raw, "t")

@@ -156,3 +156,26 @@ def test_replay_after_crash_and_restart_gets_original_offset(
         )
         part = _send(raw, topic, _batch(pid, epoch, 12, 1))
         assert (part.error_code, part.base_offset) == (0, 12)
+
+
+def test_retry_racing_its_original_gets_the_same_offset(
+    broker: BrokerProcess, fresh_topic: Callable[[str], str]
+) -> None:
+    """A retry pipelined right behind its original (still in flight, not yet committed)
+    is not appended again and is answered with the original's offset, as Kafka does.
+    Answering it with an error instead makes librdkafka treat the batch as possibly
+    persisted and desynchronise its sequence numbers (a chaos run found this)."""
+    topic = fresh_topic("race")
+    with RawClient(broker.kafka_address) as raw:
+        create_topic(raw, topic)
+        wait_partition_served(raw, topic)
+        producer_id, epoch = _init_producer_id(raw)
+        start = _log_end(raw, topic)
+        for round_ in range(20):
+            batch = _batch(producer_id, epoch, round_ * 3, 3)
+            first = raw.send(produce_request(topic, 0, batch), 9)
+            second = raw.send(produce_request(topic, 0, batch), 9)
+            answers = [partition_response(raw.recv().response) for _ in (first, second)]
+            assert [a.error_code for a in answers] == [0, 0], answers
+            assert answers[0].base_offset == answers[1].base_offset == start + round_ * 3
+        assert _log_end(raw, topic) == start + 60
