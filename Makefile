@@ -4,8 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SEEDS ?= 1000
+CHAOS_RUNS ?= 10
+CHAOS_SEED ?= 1
+CHAOS_DURATION ?= 60
 
-.PHONY: test run lint typecheck pytest sim bench clean deps
+.PHONY: test run lint typecheck pytest sim bench chaos clean deps
 
 $(STAMP): pyproject.toml tools/setup_env.sh
 	bash tools/setup_env.sh
@@ -33,6 +36,9 @@ run: $(STAMP)
 
 sim: $(STAMP)
 	$(BIN)/python -m tests.raft.sim --seeds $(SEEDS)
+
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos --runs $(CHAOS_RUNS) --seed $(CHAOS_SEED) --duration $(CHAOS_DURATION) --nemesis-sets "kill;pause;partition;slow,lossy;kill,pause,partition,slow,lossy"
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.all
