@@ -29,8 +29,18 @@ from typing import Any
 
 from tests.chaos.history import HistoryWriter
 from tests.harness import Cluster, NodeNotReady
+from tests.powerloss import cut_to_durable
 
-NEMESES = ("kill", "kill-leader", "pause", "pause-leader", "partition", "slow", "lossy")
+NEMESES = (
+    "kill", "kill-leader", "pause", "pause-leader", "partition", "slow", "lossy",
+    "power-loss", "failpoint",
+)  # fmt: skip
+FAILPOINTS = (
+    "append_before_fsync",
+    "fsync_before_ack",
+    "vote_before_persist",
+    "vote_after_persist",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +95,12 @@ def _draw(rng: random.Random, name: str, nodes: int, partitions: int) -> tuple[s
         params = {"mode": mode, "target": "leader" if mode == "isolate-leader" else "node",
                   "partition": partition, "node": node, "peer": peer}  # fmt: skip
         return "partition", params, rng.uniform(2.0, 5.0)
+    if name == "power-loss":
+        # Every node loses power at once: whatever no fsync covered is gone on restart.
+        return "power-loss", {"target": "all"}, rng.uniform(0.5, 1.5)
+    if name == "failpoint":
+        point = rng.choice(FAILPOINTS)
+        return "failpoint", {"target": "node", "node": node, "point": point}, rng.uniform(2.0, 4.0)
     if name == "slow":
         return "slow", {"target": "node", "node": node, "delay_ms": rng.randint(50, 150)}, rng.uniform(2.0, 5.0)  # fmt: skip
     assert name == "lossy"
@@ -200,6 +216,8 @@ class NemesisRunner:
 
     def _victim(self, fault: Fault) -> int:
         target = fault.params.get("target", "node")
+        if target == "all":
+            return 0
         if target == "node":
             return int(fault.params["node"])
         views = cluster_views(self.cluster)
@@ -213,7 +231,18 @@ class NemesisRunner:
 
     def _apply(self, fault: Fault) -> dict[str, Any]:
         victim = self._victim(fault)
+        if fault.kind == "power-loss":
+            for each in self.cluster.nodes.values():
+                if each.is_running():
+                    each.kill()
+            dropped = {n: cut_to_durable(each.data_dir) for n, each in self.cluster.nodes.items()}
+            return {"victim": victim, "bytes_dropped": dropped}
         node = self.cluster.node(victim)
+        if fault.kind == "failpoint":
+            # Armed with certainty: the node crashes at its next pass through that point.
+            post_json(node.http_url + "/v1/faults/failpoint",
+                      {"name": fault.params["point"], "probability": 1.0})  # fmt: skip
+            return {"victim": victim}
         if fault.kind == "kill":
             node.kill()
         elif fault.kind == "pause":
@@ -242,7 +271,21 @@ class NemesisRunner:
         return {"victim": victim}
 
     def _undo(self, fault: Fault, applied: dict[str, Any]) -> None:
+        if fault.kind == "power-loss":
+            for each in self.cluster.nodes.values():
+                each.start()
+            self.cluster.wait_ready(60)
+            return
         node = self.cluster.node(int(applied["victim"]))
+        if fault.kind == "failpoint":
+            if node.is_running():
+                with contextlib.suppress(OSError):
+                    post_json(node.http_url + "/v1/faults/failpoint",
+                              {"name": fault.params["point"], "probability": 0.0})  # fmt: skip
+            else:
+                node.start()
+                node.wait_ready(30)
+            return
         if fault.kind == "kill":
             node.start()
             node.wait_ready(30)

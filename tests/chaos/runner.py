@@ -33,7 +33,7 @@ from tests.harness import Cluster
 
 TOPIC = "chaos"
 EXAMPLES_MAX = 20  # anomaly examples kept per kind in the report
-BROKER_SETTINGS = {"tick_ms": "50", "fault_injection": "true"}
+BROKER_SETTINGS = {"tick_ms": "50", "fault_injection": "true", "durability_journal": "true"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,21 +17,13 @@ from tests.chaos.runner import RunConfig, fresh_seed, run
 DURATION_S = 15.0
 MIXED = ("kill", "pause", "partition", "slow", "lossy")
 
-# Open broker bug (found by `python -m tests.chaos --seed 101 --nemesis pause --duration 60`):
-# an idempotent producer's retry after a leader pause is appended a second time (one value
-# at two offsets), and librdkafka sometimes goes fatal with OUT_OF_ORDER_SEQUENCE_NUMBER
-# from the new leader. It depends on timing, so the marker is not strict: a pass is allowed.
-PAUSE_DUPLICATES = pytest.mark.xfail(
-    strict=False,
-    reason="broker bug: idempotent-producer retries across a paused (zombie) leader are "
-    "appended twice / answered OUT_OF_ORDER_SEQUENCE_NUMBER by the new leader",
-)
 
 CASES = [
     pytest.param(2, ("kill-leader",), id="kill-leader"),
-    pytest.param(4, ("pause-leader",), id="pause-leader", marks=PAUSE_DUPLICATES),
+    pytest.param(4, ("pause-leader",), id="pause-leader"),
     pytest.param(4, ("partition",), id="partition"),
-    pytest.param(4, MIXED, id="mixed", marks=PAUSE_DUPLICATES),
+    pytest.param(4, MIXED, id="mixed"),
+    pytest.param(5, ("power-loss", "failpoint"), id="power-loss-and-crashes"),
 ]
 
 
@@ -53,6 +45,5 @@ def test_fixed_seed(seed: int, nemeses: tuple[str, ...], tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-@PAUSE_DUPLICATES
 def test_fresh_seed(tmp_path: Path) -> None:
     _run_and_check(fresh_seed(), ("kill", "pause", "partition"), tmp_path / "run")
