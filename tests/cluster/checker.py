@@ -120,8 +120,12 @@ def wait_hwms_agree(
     nodes = list(nodes)
     deadline = time.monotonic() + timeout_s
     while True:
-        hwms = [[p["high_watermark"] for p in partition_rows(cluster, n, topic)] for n in nodes]
-        if all(h == hwms[0] for h in hwms) and None not in hwms[0]:
+        try:
+            hwms = [[p["high_watermark"] for p in partition_rows(cluster, n, topic)] for n in nodes]
+        except (OSError, AssertionError) as error:  # a node still starting
+            hwms = [[str(error)]]
+        settled = hwms[0] and all(isinstance(h, int) for h in hwms[0])
+        if settled and all(h == hwms[0] for h in hwms):
             return [int(h) for h in hwms[0]]
         assert time.monotonic() < deadline, f"replicas disagree on high watermarks: {hwms}"
         time.sleep(0.1)  # poll interval
