@@ -116,8 +116,8 @@ class KafkaServer:
         host = peer[0] if peer else ""
         try:
             await self._serve(reader, writer, host)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # the peer went away, or we are stopping
         finally:
             self._connections.discard(task)
             writer.close()

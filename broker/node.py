@@ -68,6 +68,8 @@ LEADER_GOSSIP_INTERVAL_S = 1.0
 #: Every this many gossip turns, leaderships move back to preferred replicas.
 LEADER_BALANCE_EVERY_TURNS = 5
 METADATA_TIMEOUT_S = 10.0
+#: Each stage of a graceful stop gets at most this long.
+STOP_STEP_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +180,13 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.fetch_waiters.notify_all()
-        await self.groups.stop()
-        await self.driver.stop()
+        for partition in self.partitions.values():
+            partition.close()  # fail in-flight appends, so nothing below waits on them
+        for step in (self.groups.stop(), self.driver.stop()):
+            try:
+                await asyncio.wait_for(step, STOP_STEP_TIMEOUT_S)
+            except TimeoutError:
+                log.error("a stop step did not finish in %.0f s; going on", STOP_STEP_TIMEOUT_S)
         for partition in self.partitions.values():
             partition.close()
             partition.log.close()
@@ -478,12 +485,15 @@ class Node:
 
     def leader_of(self, assignment: PartitionAssignment) -> LeaderInfo | None:
         local = self.partitions_by_group.get(assignment.group_id)
+        cached = self.leaders.get(assignment.group_id)
         if local is not None and local.group is not None:
             if local.is_leader:
                 return LeaderInfo(self.node_id, local.leader_epoch)
             if local.leader_id and local.leader_id != self.node_id:
                 return LeaderInfo(local.leader_id, local.group.term)
-        return self.leaders.get(assignment.group_id)
+            if cached is not None and cached.leader_id == self.node_id:
+                return None  # we know we no longer lead it; do not send clients back here
+        return cached
 
     def _send_control(self, peer_id: int, message: list[Any]) -> None:
         self.transport.send(peer_id, CONTROL_GROUP_ID, message)
@@ -556,6 +566,8 @@ class Node:
             return
         kind = payload[0]
         if kind == "alive":
+            if len(payload) == 2 and isinstance(payload[1], int):
+                self.driver.on_incarnation(from_id, payload[1])
             return
         if kind == "quiesce" and len(payload) == 4 and all(isinstance(x, int) for x in payload[1:]):
             self.driver.on_quiesce(from_id, payload[1], payload[2], payload[3])

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -146,6 +147,9 @@ class RaftDriver:
         self.journal = journal
         #: When each peer node was last heard from (any message at all).
         self.last_heard_s: dict[int, float] = {}
+        #: This process's incarnation (random per start) and the peers' last known ones.
+        self.incarnation = random.getrandbits(63)
+        self.incarnations: dict[int, int] = {}
         self._ticks = 0
         self.groups: dict[int, RaftGroup] = {}
         self._dirty: set[RaftGroup] = set()
@@ -198,6 +202,19 @@ class RaftDriver:
         self._wake.set()
 
     # -- inputs ---------------------------------------------------------------------------
+    def on_incarnation(self, peer_id: int, incarnation: int) -> None:
+        """A liveness beat carries the peer process's random incarnation id; a new one
+        means it restarted, perhaps with an empty disk: re-probe it in every group we lead."""
+        known = self.incarnations.get(peer_id)
+        self.incarnations[peer_id] = incarnation
+        if known is None or known == incarnation:
+            return
+        for group in self.groups.values():
+            if peer_id in group.peers and group.is_leader and not group.busy:
+                group.node.reset_peer_progress(peer_id)
+                self.wake(group)
+                self.mark(group)
+
     def heard_from(self, peer_id: int) -> None:
         """Any traffic from a peer proves its node is alive (liveness for quiescence)."""
         self.last_heard_s[peer_id] = self._now_s()
@@ -322,7 +339,7 @@ class RaftDriver:
 
     def _send_liveness(self) -> None:
         for peer in self.peers():
-            self.transport.send(peer, self.control_group_id, ["alive"])
+            self.transport.send(peer, self.control_group_id, ["alive", self.incarnation])
 
     def _silent_peers(self) -> set[int]:
         """Peers not heard from for an election timeout."""

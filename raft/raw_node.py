@@ -115,6 +115,22 @@ class RawNode:
         """The transport failed to deliver to `peer`: stop pipelining to it."""
         self.raft.step(Message(MT.UNREACHABLE, self.raft.id, peer))
 
+    def reset_peer_progress(self, peer: int) -> None:
+        """The peer restarted (possibly with an empty disk): forget what it acknowledged.
+
+        The leader probes it again from its own last index; the peer's rejection hint
+        then walks it back to wherever the peer's log really ends, even to nothing.
+        Without this, a leader would keep ignoring rejections at or below the old
+        match index, and a wiped follower would never catch up. Commit never moves back.
+        """
+        r = self.raft
+        pr = r.prs.get(peer)
+        if r.role != Role.LEADER or pr is None or peer == r.id:
+            return
+        pr.match_index = 0
+        pr.become_probe()
+        pr.next_index = r.log.last_index() + 1
+
     def report_snapshot(self, peer: int, ok: bool) -> None:
         """The transport finished (or failed) sending a snapshot to `peer`."""
         self.raft.step(Message(MT.SNAP_STATUS, self.raft.id, peer, reject=not ok))

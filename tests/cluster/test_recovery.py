@@ -12,8 +12,6 @@ import signal
 import threading
 from pathlib import Path
 
-import pytest
-
 from client.protocol.errors import ErrorCode
 from tests.cluster import checker
 from tests.harness import Cluster
@@ -94,12 +92,6 @@ def test_two_of_three_down_refuses_then_recovers(tmp_path: Path) -> None:
         _finish(cluster, [before, during, across, after])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="raft/progress.py Progress.maybe_decrease_to never moves next_index below "
-    "match_index + 1, so a leader that remembers a wiped follower's old match_index "
-    "ignores its rejections forever and the follower never catches up",
-)
 def test_wiped_node_catches_up_from_peers(tmp_path: Path) -> None:
     with _start(tmp_path) as cluster:
         ledger = checker.Ledger()
