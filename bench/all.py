@@ -21,8 +21,19 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# Cheapest first: the micro-benchmarks, then the process-level ones.
-MODULES = ("protocol", "storage", "raft", "client", "broker", "cluster")
+# Cheapest first: the micro-benchmarks, then the process-level ones; any other bench
+# module found in this directory runs after these, in name order.
+ORDER = ("protocol", "storage", "raft", "client", "broker", "cluster")
+NOT_BENCHES = ("__init__", "__main__", "all")
+
+
+def modules() -> list[str]:
+    found = sorted(
+        p.stem
+        for p in (ROOT / "bench").glob("*.py")
+        if not p.stem.startswith("_") and p.stem not in NOT_BENCHES
+    )
+    return [n for n in ORDER if n in found] + [n for n in found if n not in ORDER]
 
 
 def _git(*args: str) -> str:
@@ -73,7 +84,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated module names")
     parser.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"))
     args = parser.parse_args()
-    names = [n for n in args.only.split(",") if n] or list(MODULES)
+    names = [n for n in args.only.split(",") if n] or modules()
     header = machine_header()
     print("\n".join(header))
     sections = []

@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--latency-count", type=int, default=1000)
     parser.add_argument("--profile", default="", help="py-spy output file (optional)")
     args = parser.parse_args()
+    started = time.monotonic()
     base = fresh_dir("broker")
     print(f"one node, data under {base}, fsync always, {VALUE_BYTES} B values; {load_line()}")
 
@@ -160,7 +161,7 @@ def main() -> None:
         ["idle RSS after the load", f"{rss_after:.0f} MB", "", "< 80 MB",
          verdict(rss_after < 80)],
     ]  # fmt: skip
-    print(f"\nafter the run: {load_line()}")
+    print(f"\nafter the run ({time.monotonic() - started:.0f} s): {load_line()}")
     print_table(
         "Single node (median of starts; rates count acknowledged records)",
         ["measurement", "value", "records/s", "target", ""],

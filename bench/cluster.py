@@ -174,17 +174,33 @@ def bench_failover(cluster: Cluster, kills: int) -> list[list[str]]:
 
 def idle_row(cluster: Cluster, partitions: int, create_s: float, sample_s: float) -> list[str]:
     pids = [p.pid for p in cluster.nodes.values()]
-    time.sleep(2.0)  # creation traffic settles
+    quiesced = wait_quiesced(cluster, 15.0)
     cpu = cpu_percent(pids, sample_s)
     rss = [rss_mb(pid) for pid in pids]
     return [
         f"{partitions} idle RF3 partitions",
         " / ".join(f"{c:.0f}%" for c in cpu),
         " / ".join(f"{r:.0f}" for r in rss) + " MB",
-        f"created in {create_s:.1f} s",
+        f"created in {create_s:.1f} s; quiesced {quiesced}",
         "< 10% per node" if partitions >= 1000 else "",
         verdict(max(cpu) < 10) if partitions >= 1000 else "",
     ]
+
+
+def wait_quiesced(cluster: Cluster, timeout_s: float) -> str:
+    """Waits (bounded) until every node's Raft groups but the metadata group have quiesced.
+
+    Idle groups stop ticking once quiesced; measuring before that would charge the
+    creation's aftermath to idleness. Returns "q/n" per node as seen at the end.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        views = [cluster_view(p) for p in cluster.nodes.values()]
+        counts = [(v.get("raft_groups_quiesced", 0), v.get("raft_groups", 0)) for v in views]
+        # The metadata group keeps ticking on purpose.
+        if all(q >= n - 1 for q, n in counts) or time.monotonic() > deadline:
+            return " / ".join(f"{q}/{n}" for q, n in counts)
+        time.sleep(0.5)
 
 
 def bench_idle(cluster: Cluster, sample_s: float, create_budget_s: float) -> list[list[str]]:
@@ -192,7 +208,7 @@ def bench_idle(cluster: Cluster, sample_s: float, create_budget_s: float) -> lis
 
     Partitions are created as topics of 100: one CreateTopics of 700 partitions RF3
     timed out in the broker (REQUEST_TIMED_OUT after its 10 s metadata timeout) on
-    this machine. The step to 1000 is skipped when the 300 took too long.
+    this machine. CPU is sampled once the groups have quiesced (at most 15 s). The step to 1000 is skipped when the 300 took too long.
     """
     rows = [idle_row(cluster, _partition_count(cluster), 0.0, sample_s)]
     rows[0][3] = "(the topics above)"
@@ -206,8 +222,10 @@ def bench_idle(cluster: Cluster, sample_s: float, create_budget_s: float) -> lis
             except Exception as error:  # the broker's answer is the result, printed
                 print(f"creating {topic} (100 partitions RF3) failed: {error}")
             try:
-                wait_leaders(cluster.node(1), topic, 100, 120)
+                wait_leaders(cluster.node(1), topic, 100, 30)
             except TimeoutError as error:
+                readiness = [p.http_get("/readyz")[1].decode()[:80] for p in cluster.nodes.values()]
+                print(f"stuck at {created} partitions; /readyz per node: {readiness}")
                 rows.append([f"{target} partitions: {error}", "", "", "", "", "MISSED"])
                 return rows
             created += 100
@@ -238,11 +256,12 @@ def main() -> None:
     parser.add_argument("--latency-count", type=int, default=500)
     parser.add_argument("--kills", type=int, default=6)
     parser.add_argument("--idle-seconds", type=float, default=5.0, help="CPU sample length")
-    parser.add_argument("--create-budget", type=float, default=60.0,
+    parser.add_argument("--create-budget", type=float, default=90.0,
                         help="skip 1000 partitions if creating 700 more would take longer")  # fmt: skip
     args = parser.parse_args()
     base = fresh_dir("cluster")
     print(f"3 nodes, RF3, data under {base}, fsync always; {load_line()}")
+    started = time.monotonic()
     cluster = start_cluster(3, base)
     rows: list[list[str]] = []
     try:
@@ -252,7 +271,7 @@ def main() -> None:
         idle = bench_idle(cluster, args.idle_seconds, args.create_budget)
     finally:
         cluster.stop_all()
-    print(f"\nafter the run: {load_line()}")
+    print(f"\nafter the run ({time.monotonic() - started:.0f} s): {load_line()}")
     print_table(
         "Three nodes, replication factor 3",
         ["measurement", "value", "", "target", ""],
