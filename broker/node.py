@@ -59,7 +59,7 @@ from raft.config import Config as RaftConfig
 from raft.raw_node import RawNode
 from raft.types import ConfState, Role
 from storage.config import FsyncPolicy, LogConfig
-from storage.hard_state import HardStateFile
+from storage.hard_state_log import HardStateLog
 from storage.log import PartitionLog
 
 log = logging.getLogger("raftka.node")
@@ -157,6 +157,7 @@ class Node:
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
         os.makedirs(self._data_dir, exist_ok=True)
+        self.hard_states = HardStateLog(os.path.join(self._data_dir, "__raft_state"))
         self._open_metadata_group()
         self.driver.start()
         self.groups.start()
@@ -298,7 +299,11 @@ class Node:
         directory = os.path.join(self._data_dir, "__cluster_metadata")
         plog = PartitionLog.open(directory, self._log_config())
         storage = RaftLogStorage(
-            plog, HardStateFile(directory), ConfState(voters=self.voters), record_count=no_records
+            plog,
+            self.hard_states,
+            METADATA_GROUP_ID,
+            ConfState(voters=self.voters),
+            record_count=no_records,
         )
         # The image is rebuilt by replaying the whole metadata log: applied index 0.
         node = RawNode(self._raft_config(METADATA_GROUP_ID, 0), storage)
@@ -420,7 +425,8 @@ class Node:
         )
         storage = RaftLogStorage(
             plog,
-            HardStateFile(plog.directory),
+            self.hard_states,
+            assignment.group_id,
             ConfState(voters=tuple(sorted(assignment.replicas))),
             snapshot_data=partition.snapshot_state,
         )
@@ -446,6 +452,7 @@ class Node:
         await self.driver.remove_group(group_id)
         partition.close()
         partition.log.close()
+        self.hard_states.stage(group_id, None)  # forgotten with the next hard-state sync
         self.leaders.pop(group_id, None)
         self.metrics.remove_partition(partition.topic, partition.index)
         self.metrics.remove_group(group_id)

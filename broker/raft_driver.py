@@ -487,7 +487,8 @@ def _sync(
             if storage.log.config.fsync_policy is FsyncPolicy.ALWAYS
             for segment in storage.log.segments
         )
-    for storage, hard_state in hard_states:
+    if hard_states:
+        # Every group shares the node's hard-state log: one append and one fsync for all.
         failpoints.hit("vote_before_persist")
-        storage.save_hard_state_file(hard_state)
+        hard_states[0][0].hard_states.sync()
         failpoints.hit("vote_after_persist")

@@ -13,6 +13,7 @@ It lives in broker/ because storage/ must not know raft's types and raft/ must d
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable, Sequence
 
@@ -22,8 +23,9 @@ from raft.errors import Compacted, Unavailable
 from raft.types import ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
 from storage.frame import EntryKind as StorageKind
 from storage.frame import LogEntry
-from storage.hard_state import HardState as StoredHardState
+from storage.hard_state import FILE_NAME as LEGACY_HARD_STATE_FILE
 from storage.hard_state import HardStateFile
+from storage.hard_state_log import GroupHardState, HardStateLog
 from storage.log import PartitionLog
 
 _LAST_OFFSET_DELTA = struct.Struct(">i")
@@ -43,7 +45,7 @@ def no_records(data: bytes | memoryview) -> int:
 
 
 class RaftLogStorage:
-    """`raft.storage.LogStorage` over a `PartitionLog` and a `HardStateFile`.
+    """`raft.storage.LogStorage` over a `PartitionLog` and the node's `HardStateLog`.
 
     Invariant: storage holds exactly the entries the driver has persisted; the core's
     unstable tail lives in the core until `advance`.
@@ -52,18 +54,26 @@ class RaftLogStorage:
     def __init__(
         self,
         log: PartitionLog,
-        hard_state_file: HardStateFile,
+        hard_states: HardStateLog,
+        group_id: int,
         conf_state: ConfState,
         record_count: Callable[[bytes | memoryview], int] = kafka_record_count,
         snapshot_data: Callable[[], bytes] = lambda: b"",
     ) -> None:
         self.log = log
-        self.hard_state_file = hard_state_file
+        self.hard_states = hard_states
+        self.group_id = group_id
         self.conf_state = conf_state
         self.record_count = record_count
         self.snapshot_data = snapshot_data
-        stored = hard_state_file.load()
-        self.hard_state = HardState(stored.term, stored.vote or 0, stored.commit)
+        stored = hard_states.get(group_id)
+        if stored is not None:
+            self.hard_state = HardState(stored.term, stored.vote, stored.commit)
+        elif os.path.exists(os.path.join(log.directory, LEGACY_HARD_STATE_FILE)):
+            legacy = HardStateFile(log.directory).load()  # data written before the node log
+            self.hard_state = HardState(legacy.term, legacy.vote or 0, legacy.commit)
+        else:
+            self.hard_state = HardState()
 
     # -- read side ------------------------------------------------------------------------
     def initial_state(self) -> tuple[HardState, ConfState]:
@@ -138,13 +148,12 @@ class RaftLogStorage:
         """
         old = self.hard_state
         self.hard_state = hard_state
-        return hard_state.term != old.term or hard_state.vote != old.vote
-
-    def save_hard_state_file(self, hard_state: HardState) -> None:
-        """Write the hard state atomically (temp file, fsync, rename, fsync directory)."""
-        self.hard_state_file.save(
-            StoredHardState(hard_state.term, hard_state.vote or None, hard_state.commit)
+        if hard_state.term == old.term and hard_state.vote == old.vote:
+            return False
+        self.hard_states.stage(
+            self.group_id, GroupHardState(hard_state.term, hard_state.vote, hard_state.commit)
         )
+        return True
 
     def install_snapshot(self, snapshot: Snapshot) -> bytes:
         """Replace the whole log by the snapshot's start point; returns its state bytes."""
