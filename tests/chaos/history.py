@@ -104,7 +104,8 @@ class HistoryWriter:
     ) -> Op:
         with self._lock:
             op = Op(next(self._index), self.now_ns(), process, type_, f, op_id, value, error)
-            self._file.write(op.to_json() + "\n")
+            if not self._file.closed:  # late delivery reports after a failed run are dropped
+                self._file.write(op.to_json() + "\n")
             return op
 
     def invoke(self, process: str, f: str, value: Any = None) -> int:
@@ -113,9 +114,15 @@ class HistoryWriter:
         return op_id
 
     def close(self) -> None:
-        with self._lock:
+        # Bounded: if a timeout exception interrupted a writer between acquiring the lock
+        # and entering its block, the lock is lost; closing must not hang the run on it.
+        locked = self._lock.acquire(timeout=5)
+        try:
             if not self._file.closed:
                 self._file.close()
+        finally:
+            if locked:
+                self._lock.release()
 
     def __enter__(self) -> HistoryWriter:
         return self
