@@ -63,6 +63,30 @@ def leader_of(cluster: Cluster, topic: str, partition: int) -> int:
     return (view[partition]["leader"] or -1) if len(view) > partition else -1
 
 
+def stable_leader(cluster: Cluster, topic: str, partition: int, timeout_s: float = 20.0) -> int:
+    """The leader every running node names, unchanged over half a second (-1 if none).
+
+    After a restart, leadership may be transferred back to the restarted node for
+    balance; killing a node that was leader a moment ago would time no failover.
+    """
+    deadline = time.monotonic() + timeout_s
+    previous: tuple[int, int] | None = None
+    while time.monotonic() < deadline:
+        views = [partition_view(cluster.node(i), topic) for i in cluster.running()]
+        named = {
+            (v[partition].get("leader") or -1, v[partition].get("leader_epoch") or -1)
+            for v in views
+            if len(v) > partition
+        }
+        agreed = len(named) == 1 and len(views) == len(cluster.running())
+        current: tuple[int, int] | None = named.pop() if agreed else None
+        if current is not None and current[0] > 0 and current == previous:
+            return int(current[0])
+        previous = current
+        time.sleep(0.5)
+    return -1
+
+
 def local_offsets(node: BrokerProcess, topic: str, partition: int) -> tuple[int, int]:
     """(log end offset, high watermark) of this node's replica; (-1, -1) if unknown."""
     view = partition_view(node, topic)
@@ -140,9 +164,9 @@ def bench_failover(cluster: Cluster, kills: int) -> list[list[str]]:
     victims: list[int] = []
     try:
         for _ in range(kills):
-            leader = leader_of(cluster, topic, 0)
+            leader = stable_leader(cluster, topic, 0)
             if leader < 1:
-                print("failover: no leader known before a kill; stopping early")
+                print("failover: no stable leader before a kill; stopping early")
                 break
             kill_times.append(time.monotonic())
             victims.append(leader)
