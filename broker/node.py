@@ -113,6 +113,7 @@ class Node:
             journal=DurabilityJournal(os.path.abspath(config.data_dir))
             if config.durability_journal
             else None,
+            on_election=metrics.raft_elections.inc,
         )
         self.controller = MetadataController(
             self.node_id, self.driver, self._send_control, self._on_image, self._on_metadata_leader

@@ -131,6 +131,7 @@ class RaftDriver:
         clock_s: Callable[[], float] | None = None,
         failpoints: Failpoints | None = None,
         journal: DurabilityJournal | None = None,
+        on_election: Callable[[], None] | None = None,
     ) -> None:
         self.node_id = node_id
         self.transport = transport
@@ -144,6 +145,8 @@ class RaftDriver:
         self.quiesce_after_ticks = 2 * election_ticks
         self._clock_s = clock_s
         self.failpoints = failpoints or Failpoints()
+        #: Called for every election this node starts (pre-vote or vote), for metrics.
+        self.on_election = on_election
         self.journal = journal
         #: When each peer node was last heard from (any message at all).
         self.last_heard_s: dict[int, float] = {}
@@ -420,8 +423,10 @@ class RaftDriver:
             if m.to != self.node_id:
                 send(m.to, group.group_id, m.to_wire())
         if rd.soft_state is not None:
-            if rd.soft_state.role == Role.LEADER:
+            if rd.soft_state.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
                 self.elections += 1
+                if self.on_election is not None:
+                    self.on_election()
             group.machine.on_soft_state(rd.soft_state, group.node.raft.term)
         if rd.snapshot is not None:
             group.machine.apply_snapshot(rd.snapshot, snapshot_state)
