@@ -332,8 +332,10 @@ class Node:
                     broker.node_id, _host_port(broker.raft_host, broker.raft_port)
                 )
 
-    async def propose_metadata(self, record: dict[str, Any]) -> ApplyResult:
-        return await self.controller.propose(record, METADATA_TIMEOUT_S)
+    async def propose_metadata(
+        self, record: dict[str, Any], timeout_s: float = METADATA_TIMEOUT_S
+    ) -> ApplyResult:
+        return await self.controller.propose(record, timeout_s)
 
     async def _register_loop(self) -> None:
         """Make sure the cluster id is set and this broker is registered; keep it so."""
@@ -596,6 +598,7 @@ class Node:
         configs: dict[str, str] | None = None,
         validate_only: bool = False,
         internal: bool = False,
+        timeout_s: float = METADATA_TIMEOUT_S,
     ) -> ApplyResult:
         problem = validate_topic_name(name)
         if problem:
@@ -628,7 +631,8 @@ class Node:
                 ],
                 "configs": dict(configs or {}),
                 "internal": internal,
-            }
+            },
+            timeout_s,
         )
 
     async def wait_for_partitions(self, topic: str, timeout_s: float) -> None:

@@ -345,9 +345,14 @@ class RaftDriver:
             self.transport.send(peer, self.control_group_id, ["alive", self.incarnation])
 
     def _silent_peers(self) -> set[int]:
-        """Peers not heard from for an election timeout."""
+        """Peers not heard from for two election timeouts.
+
+        Two, not one: a node whose event loop is briefly overloaded (hundreds of groups
+        electing at once) must not look dead, or its quiesced followers would all wake
+        and start elections that load it further.
+        """
         now = self._now_s()
-        timeout_s = self.election_ticks * self.tick_ms / 1000
+        timeout_s = 2 * self.election_ticks * self.tick_ms / 1000
         return {p for p in self.peers() if now - self.last_heard_s.get(p, 0.0) > timeout_s}
 
     def _maybe_quiesce(self, group: RaftGroup) -> None:

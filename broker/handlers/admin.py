@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from broker.kafka_server import RequestContext
     from broker.node import Node
 
+#: A CreateTopics waits for the metadata change at least this long, whatever it asks.
+METADATA_TIMEOUT_S_MIN = 10.0
 RESOURCE_TOPIC = 2
 RESOURCE_BROKER = 4
 SOURCE_TOPIC_CONFIG = 1
@@ -110,7 +112,12 @@ async def handle_create_topics(
                 error_message="manual replica assignment is not supported",
             )
         result = await node.create_topic(
-            topic.name, partitions, rf, configs, validate_only=request.validate_only
+            topic.name,
+            partitions,
+            rf,
+            configs,
+            validate_only=request.validate_only,
+            timeout_s=max(METADATA_TIMEOUT_S_MIN, request.timeout_ms / 1000),
         )
         if result.error != ErrorCode.NONE:
             return CreatableTopicResult(
