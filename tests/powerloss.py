@@ -9,9 +9,12 @@ sparse indexes, which is what a machine that lost power would find on its disk.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from broker.failpoints import DurabilityJournal, durable_lengths
+
+_SEGMENT_NAME = re.compile(r"\d{20}\.log")
 
 
 def cut_to_durable(data_dir: Path) -> int:
@@ -19,6 +22,8 @@ def cut_to_durable(data_dir: Path) -> int:
     lengths = durable_lengths(str(data_dir / DurabilityJournal.FILE_NAME))
     dropped = 0
     for path in sorted(data_dir.rglob("*.log")):
+        if not _SEGMENT_NAME.fullmatch(path.name):
+            continue  # e.g. the hard-state log: every append to it is fsynced before use
         size = path.stat().st_size
         durable = lengths.get(str(path), lengths.get(os.path.abspath(path), 0))
         if size > durable:
