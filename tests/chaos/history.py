@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal
 
 OpType = Literal["invoke", "ok", "fail", "info"]
 OP_TYPES: frozenset[str] = frozenset(("invoke", "ok", "fail", "info"))
@@ -75,20 +74,26 @@ class Op:
 
 
 class HistoryWriter:
-    """Thread-safe appender: producers' delivery callbacks, consumers and the nemesis
-    threads all record into one file, in the order the events happen."""
+    """Thread-safe recorder: producers' delivery callbacks, consumers and the nemesis
+    threads all record events, in the order they happen.
+
+    It takes no lock: `next()` on an itertools counter and `list.append` are atomic in
+    CPython, so an event's index orders it among all threads, and nothing can ever be
+    left holding a lock (a lock lost to an exception raised by a timeout signal once
+    stalled every recording thread). Events are written to the file on `close()`.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file: TextIO = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        self._lock = threading.Lock()
+        self._ops: list[Op] = []
         self._index = itertools.count()
         self._ids = itertools.count()
         self._t0_ns = time.monotonic_ns()
+        self._closed = False
+        path.write_text("", encoding="utf-8")
 
     def new_id(self) -> int:
-        with self._lock:
-            return next(self._ids)
+        return next(self._ids)
 
     def now_ns(self) -> int:
         return time.monotonic_ns() - self._t0_ns
@@ -102,11 +107,10 @@ class HistoryWriter:
         value: Any = None,
         error: str | None = None,
     ) -> Op:
-        with self._lock:
-            op = Op(next(self._index), self.now_ns(), process, type_, f, op_id, value, error)
-            if not self._file.closed:  # late delivery reports after a failed run are dropped
-                self._file.write(op.to_json() + "\n")
-            return op
+        op = Op(next(self._index), self.now_ns(), process, type_, f, op_id, value, error)
+        if not self._closed:  # late delivery reports after the run ended are dropped
+            self._ops.append(op)
+        return op
 
     def invoke(self, process: str, f: str, value: Any = None) -> int:
         op_id = self.new_id()
@@ -114,15 +118,12 @@ class HistoryWriter:
         return op_id
 
     def close(self) -> None:
-        # Bounded: if a timeout exception interrupted a writer between acquiring the lock
-        # and entering its block, the lock is lost; closing must not hang the run on it.
-        locked = self._lock.acquire(timeout=5)
-        try:
-            if not self._file.closed:
-                self._file.close()
-        finally:
-            if locked:
-                self._lock.release()
+        if self._closed:
+            return
+        self._closed = True
+        ops = sorted(list(self._ops), key=lambda op: op.index)
+        with open(self.path, "w", encoding="utf-8") as f:
+            f.writelines(op.to_json() + "\n" for op in ops)
 
     def __enter__(self) -> HistoryWriter:
         return self
