@@ -117,11 +117,27 @@ def _zigzag_varint(value: int) -> bytes:
 _ENC_LIMIT = 1 << 14
 _ENC: list[bytes] = [_zigzag_varint(v) for v in range(_ENC_LIMIT)]
 _ENC_NULL = _zigzag_varint(-1)
-# Decoded value of every 1- and 2-byte varint payload u < 2**14 (zigzag undone).
-_DEC: list[int] = [(u >> 1) ^ -(u & 1) for u in range(1 << 14)]
-# Two-byte varints indexed by first | second << 8 (first >= 0x80, second < 0x80):
-# one lookup instead of masking and shifting in Python.
-_DEC2: list[int] = [_DEC[(i & 0x7F) | ((i >> 8) << 7)] for i in range(1 << 15)]
+# Tables of the record decoder's fast path, which handles 1- and 2-byte varints
+# (values -8192..8191: every length, delta and count of ordinary records) by lookup
+# instead of shifting and masking in Python. A 2-byte varint (b, c) is read as
+# _V2[b][c]; its row has 128 entries, so a third byte (c >= 0x80) raises IndexError.
+# Length tables hold None for negative lengths, so arithmetic on them raises
+# TypeError. Both errors send the record to the careful decoder, which either
+# decodes it (long varints) or raises CorruptRecordError.
+_V1: list[int] = [(u >> 1) ^ -(u & 1) for u in range(0x80)]
+_V2: list[list[int] | None] = [
+    None if b < 0x80 else [(u >> 1) ^ -(u & 1) for u in range(b & 0x7F, 1 << 14, 0x80)]
+    for b in range(0x100)
+]
+_L1: list[int | None] = [v if v >= 0 else None for v in _V1]
+_L2: list[list[int | None] | None] = [
+    None if row is None else [v if v >= 0 else None for v in row] for row in _V2
+]
+# Lengths plus the varint's own width: one addition finds the end of a record.
+_L1P: list[int | None] = [None if v is None else v + 1 for v in _L1]
+_L2P: list[list[int | None] | None] = [
+    None if row is None else [None if v is None else v + 2 for v in row] for row in _L2
+]
 
 
 def encode_varint(value: int) -> bytes:
@@ -431,6 +447,45 @@ def decode_batch(
     decompressed_bytes_max: int = DECOMPRESSED_BYTES_MAX_DEFAULT,
 ) -> DecodedBatch:
     """Validate (CRC included) and fully decode exactly one batch, decompressing if needed."""
+    header, rows = _decode_batch_rows(buf, decompressed_bytes_max)
+    # Plain tuples in the loop, named ones made by a C-level map afterwards:
+    # cheaper than a tuple.__new__ call per record from Python.
+    return DecodedBatch(header, tuple(map(_new_tuple, repeat(DecodedRecord), rows)))
+
+
+@dataclass(frozen=True, slots=True)
+class BatchColumns:
+    """A decoded batch as parallel tuples, one entry per record (what decode_batch_columns returns).
+
+    For callers that build their own record objects: zip(offsets, timestamps_ms,
+    keys, values, headers) in C costs less than a DecodedRecord per record and
+    then a second object from it. Offsets and timestamps are absolute.
+    """
+
+    header: BatchHeader
+    offsets: tuple[int, ...]
+    timestamps_ms: tuple[int, ...]
+    keys: tuple[bytes | None, ...]
+    values: tuple[bytes | None, ...]
+    headers: tuple[Headers, ...]
+
+
+def decode_batch_columns(
+    buf: bytes | bytearray | memoryview,
+    *,
+    decompressed_bytes_max: int = DECOMPRESSED_BYTES_MAX_DEFAULT,
+) -> BatchColumns:
+    """decode_batch's checks and records, as columns (see BatchColumns)."""
+    header, rows = _decode_batch_rows(buf, decompressed_bytes_max)
+    if not rows:
+        return BatchColumns(header, (), (), (), (), ())
+    offsets, timestamps, keys, values, headers = zip(*rows, strict=True)
+    return BatchColumns(header, offsets, timestamps, keys, values, headers)
+
+
+def _decode_batch_rows(
+    buf: bytes | bytearray | memoryview, decompressed_bytes_max: int
+) -> tuple[BatchHeader, list[Row]]:
     header = validate_batch(buf, produce=False)
     view = memoryview(buf)[RECORDS_OFFSET:]
     codec = header.attributes & COMPRESSION_MASK
@@ -440,8 +495,8 @@ def decode_batch(
             raise CorruptRecordError(f"record count {header.records_count} cannot fit")
     else:
         data = bytes(view)
-    records = _decode_records(data, header.records_count, header.base_offset, header.base_timestamp)
-    return DecodedBatch(header, records)
+    rows = _decode_rows(data, header.records_count, header.base_offset, header.base_timestamp)
+    return header, rows
 
 
 def decode_batches(
@@ -456,104 +511,228 @@ def decode_batches(
     ]
 
 
+Row = tuple[int, int, bytes | None, bytes | None, Headers]
+
+
 def _decode_records(
     data: bytes, count: int, base_offset: int, base_timestamp: int
 ) -> tuple[DecodedRecord, ...]:
-    # One flat loop with the 1- and 2-byte varint cases inlined: each record
-    # carries six varints, and a function call per varint would double the cost.
-    dec = _DEC
-    dec2 = _DEC2
-    slow = decode_varint
-    new = _new_tuple
-    cls = DecodedRecord
-    out: list[tuple[int, int, bytes | None, bytes | None, Headers]] = []
-    append = out.append
-    n = len(data)
-    pos = 0
-    try:
-        for _ in range(count):
-            b = data[pos]
-            if b < 0x80:
-                length = dec[b]
-                pos += 1
-            elif (c := data[pos + 1]) < 0x80:
-                length = dec2[b | c << 8]
-                pos += 2
-            else:
-                length, pos = slow(data, pos, VARINT_BYTES_MAX)
-            # end may lie past the data or before pos: the pos != end check
-            # below and IndexError on any read past the data catch both.
-            end = pos + length
-            pos += 1  # attributes: unused in v2
-            b = data[pos]
-            if b < 0x80:
-                timestamp_delta = dec[b]
-                pos += 1
-            elif (c := data[pos + 1]) < 0x80:
-                timestamp_delta = dec2[b | c << 8]
-                pos += 2
-            else:
-                timestamp_delta, pos = slow(data, pos, VARLONG_BYTES_MAX)
-            b = data[pos]
-            if b < 0x80:
-                offset_delta = dec[b]
-                pos += 1
-            elif (c := data[pos + 1]) < 0x80:
-                offset_delta = dec2[b | c << 8]
-                pos += 2
-            else:
-                offset_delta, pos = slow(data, pos, VARINT_BYTES_MAX)
-            b = data[pos]
-            if b == 1:  # -1: null key
-                key = None
-                pos += 1
-            else:
-                if b < 0x80:
-                    size = dec[b]
-                    pos += 1
-                elif (c := data[pos + 1]) < 0x80:
-                    size = dec2[b | c << 8]
-                    pos += 2
-                else:
-                    size, pos = slow(data, pos, VARINT_BYTES_MAX)
-                if size < 0:
-                    raise CorruptRecordError(f"key length {size}")
-                key = data[pos : pos + size]
-                pos += size
-            b = data[pos]
-            if b == 1:  # -1: null value
-                value = None
-                pos += 1
-            else:
-                if b < 0x80:
-                    size = dec[b]
-                    pos += 1
-                elif (c := data[pos + 1]) < 0x80:
-                    size = dec2[b | c << 8]
-                    pos += 2
-                else:
-                    size, pos = slow(data, pos, VARINT_BYTES_MAX)
-                if size < 0:
-                    raise CorruptRecordError(f"value length {size}")
-                value = data[pos : pos + size]
-                pos += size
-            if data[pos] == 0:
-                headers: tuple[tuple[str, bytes | None], ...] = ()
-                pos += 1
-            else:
-                headers, pos = _decode_headers(data, pos, end)
-            if pos != end:
-                raise CorruptRecordError("record fields do not match its length")
-            append(
-                (base_offset + offset_delta, base_timestamp + timestamp_delta, key, value, headers)
-            )
-    except IndexError:
-        raise CorruptRecordError("record runs past the end of the batch") from None
-    if pos != n:
-        raise CorruptRecordError("bytes left after the declared record count")
     # Plain tuples in the loop, named ones made by a C-level map afterwards:
     # cheaper than a tuple.__new__ call per record from Python.
-    return tuple(map(new, repeat(cls), out))
+    rows = _decode_rows(data, count, base_offset, base_timestamp)
+    return tuple(map(_new_tuple, repeat(DecodedRecord), rows))
+
+
+def _decode_rows(data: bytes, count: int, base_offset: int, base_timestamp: int) -> list[Row]:
+    """(offset, timestamp_ms, key, value, headers) of each record of an uncompressed records area.
+
+    The fast loop assumes what nearly every record looks like: varints of one or
+    two bytes and non-negative lengths (the tables turn anything else into
+    IndexError or TypeError). Each record is first sliced out of `data` so that
+    positions inside it are small ints, which CPython caches, where absolute
+    positions past 256 would allocate an int per addition. A record the fast
+    loop cannot read goes to _decode_record, which reads it or raises
+    CorruptRecordError; the loop then resumes at the next record.
+    """
+    v1 = _V1
+    v2 = _V2
+    l1 = _L1
+    l2 = _L2
+    l1p = _L1P
+    l2p = _L2P
+    slow = decode_varint
+    rows: list[Row] = []
+    append = rows.append
+    pos = 0
+    done = 0
+    # Each pass consumes at least one record or raises: at most `count` passes.
+    while done < count:
+        try:
+            for _ in repeat(None, count - done):
+                b = data[pos]
+                if b < 0x80:
+                    end = pos + l1p[b]  # type: ignore[operator]
+                    rec = data[pos:end]
+                    p = 2  # past the length and attributes (unused in v2)
+                elif (c := data[pos + 1]) < 0x80:
+                    end = pos + l2p[b][c]  # type: ignore[index,operator]
+                    rec = data[pos:end]
+                    p = 3
+                else:
+                    # 8 KiB or more: copying the record would cost more than
+                    # the interpreter work saved by small positions.
+                    row, pos = _decode_record(data, pos, base_offset, base_timestamp)
+                    append(row)
+                    continue
+                b = rec[p]
+                if b < 0x80:
+                    timestamp = base_timestamp + v1[b]
+                    p += 1
+                elif (c := rec[p + 1]) < 0x80:
+                    timestamp = base_timestamp + v2[b][c]  # type: ignore[index]
+                    p += 2
+                else:
+                    delta, p = slow(rec, p, VARLONG_BYTES_MAX)
+                    timestamp = base_timestamp + delta
+                b = rec[p]
+                if b < 0x80:
+                    offset = base_offset + v1[b]
+                    p += 1
+                elif (c := rec[p + 1]) < 0x80:
+                    offset = base_offset + v2[b][c]  # type: ignore[index]
+                    p += 2
+                else:
+                    delta, p = slow(rec, p, VARINT_BYTES_MAX)
+                    offset = base_offset + delta
+                b = rec[p]
+                if b == 1:  # -1: null key
+                    key = None
+                    p += 1
+                elif b < 0x80:
+                    size = l1[b]
+                    p += 1
+                    key = rec[p : p + size]  # type: ignore[operator]
+                    p += size  # type: ignore[operator]
+                else:
+                    size = l2[b][rec[p + 1]]  # type: ignore[index]
+                    p += 2
+                    key = rec[p : p + size]  # type: ignore[operator]
+                    p += size  # type: ignore[operator]
+                # The value runs to the record's last byte, a zero header count,
+                # unless the record has headers (or is malformed): then
+                # _value_and_headers reads the rest with every check.
+                b = rec[p]
+                if b == 1:  # -1: null value
+                    p += 1
+                    if p + 1 != len(rec) or rec[p]:
+                        append((offset, timestamp, key, *_value_and_headers(rec, p, -1)))
+                    else:
+                        append((offset, timestamp, key, None, ()))
+                else:
+                    if b < 0x80:
+                        size = l1[b]
+                        p += 1
+                    else:
+                        size = l2[b][rec[p + 1]]  # type: ignore[index]
+                        p += 2
+                    value = rec[p:-1]
+                    # rec[p + size] also rejects p == len(rec) with size 0.
+                    if len(value) != size or rec[p + size]:
+                        append((offset, timestamp, key, *_value_and_headers(rec, p, size)))  # type: ignore[arg-type]
+                    else:
+                        append((offset, timestamp, key, value, ()))
+                pos = end
+        except (IndexError, TypeError):
+            row, pos = _decode_record(data, pos, base_offset, base_timestamp)
+            append(row)
+        done = len(rows)
+    if pos != len(data):
+        raise CorruptRecordError("bytes left after the declared record count")
+    return rows
+
+
+def _value_and_headers(rec: bytes, pos: int, size: int) -> tuple[bytes | None, Headers]:
+    """The value of `size` bytes (-1: null) at `pos` and the headers after it, ending `rec`."""
+    value = None
+    if size >= 0:
+        value = rec[pos : pos + size]
+        pos += size
+    end = len(rec)
+    try:
+        if rec[pos] == 0:
+            headers: Headers = ()
+            pos += 1
+        else:
+            headers, pos = _decode_headers(rec, pos, end)
+    except IndexError:
+        raise CorruptRecordError("record runs past the end of the batch") from None
+    if pos != end:
+        raise CorruptRecordError("record fields do not match its length")
+    return value, headers
+
+
+def _decode_record(data: bytes, pos: int, base_offset: int, base_timestamp: int) -> tuple[Row, int]:
+    """The record at `pos` and the position after it, read with every check; any varint width."""
+    # The 1- and 2-byte cases are inlined: a call per varint would triple the cost.
+    v1 = _V1
+    v2 = _V2
+    slow = decode_varint
+    try:
+        b = data[pos]
+        if b < 0x80:
+            length = v1[b]
+            pos += 1
+        elif (c := data[pos + 1]) < 0x80:
+            length = v2[b][c]  # type: ignore[index]
+            pos += 2
+        else:
+            length, pos = slow(data, pos, VARINT_BYTES_MAX)
+        # end may lie past the data or before pos: the pos != end check
+        # below and IndexError on any read past the data catch both.
+        end = pos + length
+        pos += 1  # attributes: unused in v2
+        b = data[pos]
+        if b < 0x80:
+            timestamp_delta = v1[b]
+            pos += 1
+        elif (c := data[pos + 1]) < 0x80:
+            timestamp_delta = v2[b][c]  # type: ignore[index]
+            pos += 2
+        else:
+            timestamp_delta, pos = slow(data, pos, VARLONG_BYTES_MAX)
+        b = data[pos]
+        if b < 0x80:
+            offset_delta = v1[b]
+            pos += 1
+        elif (c := data[pos + 1]) < 0x80:
+            offset_delta = v2[b][c]  # type: ignore[index]
+            pos += 2
+        else:
+            offset_delta, pos = slow(data, pos, VARINT_BYTES_MAX)
+        key = None
+        b = data[pos]
+        if b == 1:  # -1: null key
+            pos += 1
+        else:
+            if b < 0x80:
+                size = v1[b]
+                pos += 1
+            elif (c := data[pos + 1]) < 0x80:
+                size = v2[b][c]  # type: ignore[index]
+                pos += 2
+            else:
+                size, pos = slow(data, pos, VARINT_BYTES_MAX)
+            if size < 0:
+                raise CorruptRecordError(f"key length {size}")
+            key = data[pos : pos + size]
+            pos += size
+        value = None
+        b = data[pos]
+        if b == 1:  # -1: null value
+            pos += 1
+        else:
+            if b < 0x80:
+                size = v1[b]
+                pos += 1
+            elif (c := data[pos + 1]) < 0x80:
+                size = v2[b][c]  # type: ignore[index]
+                pos += 2
+            else:
+                size, pos = slow(data, pos, VARINT_BYTES_MAX)
+            if size < 0:
+                raise CorruptRecordError(f"value length {size}")
+            value = data[pos : pos + size]
+            pos += size
+        if data[pos] == 0:
+            headers: Headers = ()
+            pos += 1
+        else:
+            headers, pos = _decode_headers(data, pos, end)
+    except IndexError:
+        raise CorruptRecordError("record runs past the end of the batch") from None
+    if pos != end:
+        raise CorruptRecordError("record fields do not match its length")
+    return (base_offset + offset_delta, base_timestamp + timestamp_delta, key, value, headers), pos
 
 
 def _decode_headers(
