@@ -142,8 +142,8 @@ class Node:
         self._producer_lock = asyncio.Lock()
         self._reconcile_needed = asyncio.Event()
         self._registration_check = asyncio.Event()
-        #: The metadata index whose partitions exist locally (readiness waits for it).
-        self._reconciled_index = -1
+        #: Latched by the first successful readiness check (see `readiness`).
+        self._started = False
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._registered = False
@@ -220,19 +220,39 @@ class Node:
             await asyncio.sleep(self.config.tick_ms / 1000)
 
     def readiness(self) -> Readiness:
+        """Ready once the node knows the metadata leader, is registered and hosts every
+        partition assigned to it; at start-up also once each of them has a serving leader.
+
+        The per-partition leader check is a start-up gate only (latched): a leader
+        election later is routine and must not make /readyz flap, or orchestrators would
+        restart healthy nodes in the middle of a failover.
+        """
         if self.controller.leader_id == 0:
             return Readiness(False, "no metadata leader yet")
-        if self.node_id not in self.controller.image.brokers:
+        image = self.controller.image
+        if self.node_id not in image.brokers:
             return Readiness(False, "not registered in the metadata yet")
-        if self._reconciled_index != self.controller.image.applied_index:
-            return Readiness(False, "creating the partitions this node hosts")
-        leaderless = [
-            f"{p.topic}-{p.index}"
-            for p in self.partitions.values()
-            if p.leader_id == 0 or (p.leader_id == self.node_id and not p.leader_ready)
+        missing = [
+            f"{info.name}-{p.partition}"
+            for info in image.topics.values()
+            for p in info.partitions
+            if self.node_id in p.replicas and p.group_id not in self.partitions_by_group
         ]
-        if leaderless:
-            return Readiness(False, "partitions without a leader", {"partitions": leaderless[:20]})
+        if missing:
+            return Readiness(
+                False, "creating the partitions this node hosts", {"partitions": missing[:20]}
+            )
+        if not self._started:
+            leaderless = [
+                f"{p.topic}-{p.index}"
+                for p in self.partitions.values()
+                if p.leader_id == 0 or (p.leader_id == self.node_id and not p.leader_ready)
+            ]
+            if leaderless:
+                return Readiness(
+                    False, "partitions without a leader", {"partitions": leaderless[:20]}
+                )
+            self._started = True
         return Readiness(True, "ready", {"partitions": len(self.partitions)})
 
     def cluster_info(self) -> dict[str, Any]:
@@ -391,7 +411,6 @@ class Node:
                 continue
             plog = await loop.run_in_executor(None, self._open_partition_log, info, assignment)
             self._add_partition(info, assignment, plog)
-        self._reconciled_index = image.applied_index
 
     def _partition_dir(self, topic: str, index: int) -> str:
         return os.path.join(self._data_dir, f"{topic}-{index}")
