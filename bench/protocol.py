@@ -14,7 +14,12 @@ import time
 from collections.abc import Callable
 
 from client.protocol.compression import Codec
-from client.protocol.records import RecordBatchBuilder, decode_batch, validate_batch
+from client.protocol.records import (
+    RecordBatchBuilder,
+    decode_batch,
+    decode_batch_columns,
+    validate_batch,
+)
 
 BATCH_BYTES = 16 * 1024
 TIMESTAMP_MS = 1_700_000_000_000
@@ -98,6 +103,17 @@ def ours_decode(batches: list[bytes]) -> int:
     return count
 
 
+def ours_decode_columns(batches: list[bytes]) -> int:
+    """decode_batch_columns, every field of every record touched (how the consumer reads)."""
+    count = 0
+    for batch in batches:
+        cols = decode_batch_columns(batch)
+        columns = (cols.offsets, cols.timestamps_ms, cols.keys, cols.values, cols.headers)
+        for _offset, _timestamp, _key, _value, _headers in zip(*columns, strict=True):
+            count += 1
+    return count
+
+
 def _their_decode(batch_cls: type, batches: list[bytes]) -> int:
     count = 0
     for batch in batches:
@@ -161,6 +177,7 @@ def bench_codec(seconds: float) -> None:
             batches = ours_encode(values, codec)
             decoders: list[tuple[str, Callable[[list[bytes]], int] | None]] = [
                 ("raftka", ours_decode),
+                ("raftka cols", ours_decode_columns),
                 ("aiokafka", aiokafka_decode),
                 ("kafka-python", kafka_python_decode if _kafka_python_has(codec) else None),
             ]
