@@ -38,6 +38,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
+from itertools import repeat
 from typing import Any
 
 from client.client import KafkaClient
@@ -558,19 +559,22 @@ class Fetcher:
         return got
 
     def _decode(self, c: _CompletedFetch, view: memoryview, header: Any, position: int) -> None:
-        decoded = records.decode_batch(view).records
-        if decoded and decoded[0].offset < position:  # a batch that starts before position
-            decoded = tuple(r for r in decoded if r.offset >= position)
+        cols = records.decode_batch_columns(view)
+        offsets = cols.offsets
+        timestamps: Iterable[int] = cols.timestamps_ms
         if header.timestamp_type == records.TIMESTAMP_TYPE_LOG_APPEND:
-            ts = header.max_timestamp
-            decoded = tuple(r._replace(timestamp_ms=ts) for r in decoded)
-        # DecodedRecord is (offset, timestamp_ms, key, value, headers): one tuple concat per
-        # record yields ConsumerRecord's field order with no per-field Python work.
-        prefix = (c.tp.topic, c.tp.partition)
-        suffix = (header.timestamp_type, header.partition_leader_epoch)
-        new = tuple.__new__
-        cls = ConsumerRecord
-        c.pending.extend([new(cls, prefix + r + suffix) for r in decoded])
+            timestamps = repeat(header.max_timestamp)
+        # ConsumerRecord's field order assembled by zip and tuple.__new__ in C: no
+        # per-record bytecode and no intermediate DecodedRecord.
+        rows = zip(
+            repeat(c.tp.topic), repeat(c.tp.partition), offsets, timestamps, cols.keys,
+            cols.values, cols.headers, repeat(header.timestamp_type),
+            repeat(header.partition_leader_epoch),
+        )  # fmt: skip
+        built: Iterable[ConsumerRecord] = map(tuple.__new__, repeat(ConsumerRecord), rows)
+        if offsets and offsets[0] < position:  # a batch that starts before position
+            built = (r for r in built if r.offset >= position)
+        c.pending.extend(built)
 
     async def wait_for_records(self, timeout_ms: float | None) -> bool:
         """Wait until a new fetch result (or an error) arrives; call after an empty take()."""
