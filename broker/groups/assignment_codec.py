@@ -24,6 +24,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from broker.groups.binary_reader import BinaryReader
+
 SCHEMA_VERSION_MAX = 3
 
 TopicPartitions = tuple[tuple[str, tuple[int, ...]], ...]
@@ -50,25 +52,9 @@ class Assignment:
     version: int = SCHEMA_VERSION_MAX
 
 
-class _Reader:
-    __slots__ = ("_buf", "_pos")
-
-    def __init__(self, buf: bytes) -> None:
-        self._buf = buf
-        self._pos = 0
-
-    def _take(self, n: int) -> bytes:
-        if n < 0 or self._pos + n > len(self._buf):
-            raise BadConsumerProtocol(f"truncated at byte {self._pos}")
-        chunk = self._buf[self._pos : self._pos + n]
-        self._pos += n
-        return chunk
-
-    def i16(self) -> int:
-        return int(struct.unpack(">h", self._take(2))[0])
-
-    def i32(self) -> int:
-        return int(struct.unpack(">i", self._take(4))[0])
+class _Reader(BinaryReader):
+    __slots__ = ()
+    error = BadConsumerProtocol
 
     def count(self) -> int:
         n = self.i32()

@@ -37,6 +37,8 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from broker.groups.binary_reader import BinaryReader
+
 OFFSET_KEY_VERSION = 1
 GROUP_KEY_VERSION = 2
 OFFSET_VALUE_VERSION = 3
@@ -136,28 +138,9 @@ def _w_bytes(out: bytearray, value: bytes) -> None:
     out += value
 
 
-class _Reader:
-    __slots__ = ("_buf", "_pos")
-
-    def __init__(self, buf: bytes) -> None:
-        self._buf = buf
-        self._pos = 0
-
-    def _take(self, n: int) -> bytes:
-        if n < 0 or self._pos + n > len(self._buf):
-            raise CorruptGroupRecord(f"truncated record at byte {self._pos}")
-        chunk = self._buf[self._pos : self._pos + n]
-        self._pos += n
-        return chunk
-
-    def i16(self) -> int:
-        return int(struct.unpack(">h", self._take(2))[0])
-
-    def i32(self) -> int:
-        return int(struct.unpack(">i", self._take(4))[0])
-
-    def i64(self) -> int:
-        return int(struct.unpack(">q", self._take(8))[0])
+class _Reader(BinaryReader):
+    __slots__ = ()
+    error = CorruptGroupRecord
 
     def str_or_none(self) -> str | None:
         n = self.i16()
