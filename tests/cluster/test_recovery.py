@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import signal
 import threading
+import time
 from pathlib import Path
 
 from client.protocol.errors import ErrorCode
@@ -43,6 +44,17 @@ def _finish(cluster: Cluster, ledgers: list[checker.Ledger]) -> None:
     # 15 s (reported to the lead), and these tests are about data, not shutdown.
     cluster.stop_all()
     checker.compare_replica_logs(cluster, TOPIC, hwms)
+
+
+def _wait_all_partitions_led(cluster: Cluster, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    views: list[dict[int, int]] = []
+    while time.monotonic() < deadline:
+        views = [checker.leaders(cluster, n, TOPIC) for n in (1, 2, 3)]
+        if all(views[0].values()) and all(v == views[0] for v in views):
+            return
+        time.sleep(0.05)  # poll interval
+    raise AssertionError(f"partitions without an agreed leader after {timeout_s}s: {views}")
 
 
 def _all_acked(ledger: checker.Ledger) -> None:
@@ -85,7 +97,9 @@ def test_two_of_three_down_refuses_then_recovers(tmp_path: Path) -> None:
         sender.join(150)
         assert not sender.is_alive(), "kafka-python did not finish"
         _all_acked(across)
-        # The same confluent producer, no operator action: production succeeds again.
+        # The same confluent producer, no operator action: production succeeds again once
+        # every partition has a leader that all nodes agree on (the cluster has recovered).
+        _wait_all_partitions_led(cluster, 30)
         after = checker.Ledger()
         checker.produce(producer, TOPIC, "c", range(1600, 2600), PARTITIONS, after)
         _all_acked(after)
