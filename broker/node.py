@@ -30,7 +30,7 @@ from functools import partial
 from typing import Any
 
 from broker.clock import Clock
-from broker.config import BrokerConfig
+from broker.config import BrokerConfig, HostPort
 from broker.controller import CONTROL_GROUP_ID, MetadataController
 from broker.failpoints import DurabilityJournal, Failpoints, parse_failpoints
 from broker.faults import install_fault_routes
@@ -349,7 +349,7 @@ class Node:
         for broker in image.brokers.values():
             if broker.node_id != self.node_id and broker.node_id not in self.voters:
                 self.transport.add_peer(
-                    broker.node_id, _host_port(broker.raft_host, broker.raft_port)
+                    broker.node_id, HostPort(broker.raft_host, broker.raft_port)
                 )
 
     async def propose_metadata(
@@ -708,9 +708,3 @@ def _best_transferee(group: RaftGroup) -> int:
         ):
             best, best_match = peer, progress.match_index
     return best
-
-
-def _host_port(host: str, port: int) -> Any:
-    from broker.config import HostPort
-
-    return HostPort(host, port)

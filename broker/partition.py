@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from broker.producer_state import ProducerStateTable, Verdict
 from broker.raft_driver import RaftDriver, RaftGroup
+from broker.raft_storage import kafka_record_count
 from client.protocol.errors import ErrorCode
 from raft.errors import ProposalDropped
 from raft.types import Entry, EntryKind, Role, Snapshot, SoftState
@@ -42,7 +43,6 @@ log = logging.getLogger("raftka.partition")
 # Record batch v2 header fields the partition reads (see client.protocol.records).
 _PRODUCER = struct.Struct(">qhi")  # producerId @43, producerEpoch @51, baseSequence @53
 _MAX_TIMESTAMP = struct.Struct(">q")  # maxTimestamp @35
-_LAST_OFFSET_DELTA = struct.Struct(">i")  # @23
 _ATTRIBUTES = struct.Struct(">h")  # @21
 _BATCH_HEADER_BYTES = 61
 #: A replicated "drop the log below this offset" command (shorter than any batch).
@@ -146,7 +146,7 @@ class Partition:
         producer_id, epoch, first_seq = _PRODUCER.unpack_from(batch, 43)
         if producer_id < 0:
             return
-        count = _LAST_OFFSET_DELTA.unpack_from(batch, 23)[0] + 1
+        count = kafka_record_count(batch)
         timestamp_ms = _MAX_TIMESTAMP.unpack_from(batch, 35)[0]
         self.producers.apply_batch(producer_id, epoch, first_seq, base_offset, count, timestamp_ms)
 
@@ -228,7 +228,7 @@ class Partition:
                 ErrorCode.NOT_ENOUGH_REPLICAS, "a quorum of replicas is unreachable"
             )
         producer_id, epoch, first_seq = _PRODUCER.unpack_from(batch, 43)
-        count = _LAST_OFFSET_DELTA.unpack_from(batch, 23)[0] + 1
+        count = kafka_record_count(batch)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         sequence_key = (producer_id, epoch, first_seq)
         if producer_id >= 0:
