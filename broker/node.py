@@ -220,29 +220,29 @@ class Node:
             await asyncio.sleep(self.config.tick_ms / 1000)
 
     def readiness(self) -> Readiness:
-        """Ready once the node knows the metadata leader, is registered and hosts every
-        partition assigned to it; at start-up also once each of them has a serving leader.
+        """Ready once the node knows the metadata leader and is registered; at start-up
+        also once it hosts every partition assigned to it and each has a serving leader.
 
-        The per-partition leader check is a start-up gate only (latched): a leader
-        election later is routine and must not make /readyz flap, or orchestrators would
-        restart healthy nodes in the middle of a failover.
+        The per-partition checks are a start-up gate only (latched): creating a topic or
+        electing a leader later is routine and must not make /readyz flap, or
+        orchestrators would restart healthy nodes in the middle of a failover.
         """
         if self.controller.leader_id == 0:
             return Readiness(False, "no metadata leader yet")
         image = self.controller.image
         if self.node_id not in image.brokers:
             return Readiness(False, "not registered in the metadata yet")
-        missing = [
-            f"{info.name}-{p.partition}"
-            for info in image.topics.values()
-            for p in info.partitions
-            if self.node_id in p.replicas and p.group_id not in self.partitions_by_group
-        ]
-        if missing:
-            return Readiness(
-                False, "creating the partitions this node hosts", {"partitions": missing[:20]}
-            )
         if not self._started:
+            missing = [
+                f"{info.name}-{p.partition}"
+                for info in image.topics.values()
+                for p in info.partitions
+                if self.node_id in p.replicas and p.group_id not in self.partitions_by_group
+            ]
+            if missing:
+                return Readiness(
+                    False, "creating the partitions this node hosts", {"partitions": missing[:20]}
+                )
             leaderless = [
                 f"{p.topic}-{p.index}"
                 for p in self.partitions.values()
