@@ -432,6 +432,15 @@ class RaftDriver:
                 self.elections += 1
                 if self.on_election is not None:
                     self.on_election()
+            elif rd.soft_state.role == Role.LEADER:
+                # One parseable line per won election: the chaos checker reads these
+                # from every node's log to check election safety (one leader per term).
+                log.info(
+                    "raft-leader group=%d term=%d node=%d",
+                    group.group_id,
+                    group.node.raft.term,
+                    self.node_id,
+                )
             group.machine.on_soft_state(rd.soft_state, group.node.raft.term)
         if rd.snapshot is not None:
             group.machine.apply_snapshot(rd.snapshot, snapshot_state)
