@@ -153,6 +153,7 @@ class Node:
             install_fault_routes(http, transport.link_filter, self.driver.failpoints)
         transport.on_message(self._on_peer_message)
         transport.on_unreachable(self.driver.report_unreachable)
+        transport.on_peer_lost(self.driver.on_peer_lost)
         http.add_route("GET", "/", self._status_page)
 
     # -- lifecycle ------------------------------------------------------------------------

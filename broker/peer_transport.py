@@ -38,6 +38,12 @@ retries after an exponential backoff with jitter. An inbound frame that is too b
 does not decode to a list of `[int, payload]` pairs, closes that one connection and
 nothing else; the sender reconnects.
 
+A peer that closes its own connection to us (end of file, reset) has exited or
+restarted: that fires `on_peer_lost(peer_id)`, which lets followers of that peer's
+groups elect a new leader without waiting out an election timeout. A connection we
+close ourselves (a newer one from the same peer replaced it, or we are stopping) does
+not fire it.
+
 Fault injection. An optional `LinkFilter` is consulted for every message sent or
 received and may drop or delay it; it is `None` (no cost) unless fault injection is on.
 """
@@ -410,6 +416,8 @@ class PeerTransport:
         self._delayed: set[asyncio.TimerHandle] = set()
         self._on_message: MessageCallback | None = None
         self._on_unreachable: UnreachableCallback | None = None
+        self._on_peer_lost: UnreachableCallback | None = None
+        self._stopping = False
         self._server: asyncio.Server | None = None
 
     # Wiring ------------------------------------------------------------------------------
@@ -421,6 +429,10 @@ class PeerTransport:
     def on_unreachable(self, callback: UnreachableCallback) -> None:
         """`callback(peer_id)` whenever a link to the peer fails to connect or breaks."""
         self._on_unreachable = callback
+
+    def on_peer_lost(self, callback: UnreachableCallback) -> None:
+        """`callback(peer_id)` when the peer closes its connection to us (it went away)."""
+        self._on_peer_lost = callback
 
     @property
     def address(self) -> HostPort:
@@ -452,6 +464,7 @@ class PeerTransport:
             await link.stop()
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._server is not None:
             self._server.close()
         for handle in self._delayed:
@@ -519,6 +532,13 @@ class PeerTransport:
             except Exception:
                 log.exception("on_unreachable callback failed", extra={"peer": peer_id})
 
+    def _report_peer_lost(self, peer_id: int) -> None:
+        if self._on_peer_lost is not None and not self._stopping:
+            try:
+                self._on_peer_lost(peer_id)
+            except Exception:
+                log.exception("on_peer_lost callback failed", extra={"peer": peer_id})
+
     # Receiving --------------------------------------------------------------------------
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -549,7 +569,10 @@ class PeerTransport:
             log.warning("malformed frame from peer; closing its connection",
                         extra={"peer": from_id, "remote": str(peername), "error": str(exc)})  # fmt: skip
         except (asyncio.IncompleteReadError, OSError, TimeoutError):
-            pass  # the peer went away; its link will reconnect
+            # The peer went away (its link will reconnect when it is back), unless this
+            # connection was replaced by a newer one or we are the ones stopping.
+            if from_id is not None and self._inbound.get(from_id) is writer:
+                self._report_peer_lost(from_id)
         finally:
             if from_id is not None and self._inbound.get(from_id) is writer:
                 del self._inbound[from_id]

@@ -56,6 +56,9 @@ from storage.config import FsyncPolicy
 log = logging.getLogger("raftka.raft")
 _T = TypeVar("_T")
 
+#: Ticks between the early campaigns of successive survivors of a dead leader (one
+#: tick apart is too close on a loaded machine: both could pre-vote at once and split).
+FORGET_STAGGER_TICKS = 2
 #: Messages held for a group while its Ready is persisted (more are dropped; Raft retries).
 DEFERRED_MESSAGES_MAX = 10_000
 
@@ -96,6 +99,8 @@ class RaftGroup:
     #: Not ticked while quiesced (see the module docstring).
     quiesced: bool = False
     idle_ticks: int = 0
+    #: (dead leader, campaign in ticks) reported while busy: applied after advance().
+    forget: tuple[int, int] | None = None
 
     @property
     def term(self) -> int:
@@ -217,6 +222,29 @@ class RaftDriver:
                 group.node.reset_peer_progress(peer_id)
                 self.wake(group)
                 self.mark(group)
+
+    def on_peer_lost(self, peer_id: int) -> None:
+        """The peer's process closed its connection to us: it exited or restarted.
+
+        In every group it leads here, forget it and campaign within a few ticks instead
+        of a randomized election timeout (0.5-1 s by default): this is most of a SIGKILLed
+        leader's failover time. The survivors campaign at different ticks, staggered by
+        their rank rotated by group id, so they do not split the vote and new leaders
+        spread over the nodes. PreVote keeps this harmless when the detector is wrong.
+        """
+        for group in self.groups.values():
+            raft = group.node.raft
+            if raft.lead != peer_id or raft.role != Role.FOLLOWER or group.removed:
+                continue
+            survivors = sorted({self.node_id, *group.peers} - {peer_id})
+            rank = (survivors.index(self.node_id) - group.group_id) % len(survivors)
+            ticks = 1 + FORGET_STAGGER_TICKS * rank
+            self.wake(group)
+            if group.busy:
+                group.forget = (peer_id, ticks)
+                continue
+            group.node.forget_leader(peer_id, ticks)
+            self.mark(group)
 
     def heard_from(self, peer_id: int) -> None:
         """Any traffic from a peer proves its node is alive (liveness for quiescence)."""
@@ -454,6 +482,10 @@ class RaftDriver:
                     group.node.step(message)
                 except RaftError as error:
                     log.warning("dropped raft message group=%d: %s", group.group_id, error)
+        if group.forget is not None:
+            leader, ticks = group.forget
+            group.forget = None
+            group.node.forget_leader(leader, ticks)
         if group.idle_waiters:
             idle, group.idle_waiters = group.idle_waiters, []
             for fut in idle:

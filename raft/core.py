@@ -313,6 +313,8 @@ class Raft:
         t = m.type
         if t == MT.HUP:
             self._hup(Campaign.PRE_ELECTION if self.pre_vote else Campaign.ELECTION)
+        elif t == MT.FORGET_LEADER:
+            self._forget_leader(m)
         elif t == MT.VOTE or t == MT.PRE_VOTE:
             self._handle_vote_request(m)
         elif self.role == Role.LEADER:
@@ -653,6 +655,27 @@ class Raft:
                 self.become_follower(self.term, NONE)
 
     # -- follower ---------------------------------------------------------------------------------------
+    def _forget_leader(self, m: Message) -> None:
+        """A failure detector outside Raft says leader `m.frm` is gone (its process closed
+        its connections): stop honouring its lease, so pre-votes can be granted at once,
+        and campaign in `m.index` ticks instead of a whole randomized election timeout.
+
+        Safe because it changes no term and no vote: it only gives up the leader stickiness
+        of CheckQuorum, and a PreVote still needs a quorum of nodes that also let go of
+        the leader (or never heard from it). If the leader is in fact alive, its next
+        heartbeat makes it our leader again. (etcd's MsgForgetLeader, plus the early
+        campaign that makes it useful when the detector is a closed TCP connection.)
+        """
+        if self.role != Role.FOLLOWER or self.lead == NONE or self.lead != m.frm:
+            return
+        self._info(f"forgets leader {self.lead} at term {self.term}")
+        self.lead = NONE
+        if m.index > 0 and self.promotable():
+            remaining = min(m.index, self.randomized_election_timeout)
+            self.election_elapsed = max(
+                self.election_elapsed, self.randomized_election_timeout - remaining
+            )
+
     def _step_follower(self, m: Message) -> None:
         t = m.type
         if t == MT.APP:

@@ -115,6 +115,12 @@ class RawNode:
         """The transport failed to deliver to `peer`: stop pipelining to it."""
         self.raft.step(Message(MT.UNREACHABLE, self.raft.id, peer))
 
+    def forget_leader(self, leader: int, campaign_in_ticks: int = 0) -> None:
+        """A side channel says `leader` is dead: if it is this follower's leader, forget
+        it (grant pre-votes at once) and, if `campaign_in_ticks` > 0, campaign after that
+        many ticks instead of a full election timeout. No-op on any other node or role."""
+        self.raft.step(Message(MT.FORGET_LEADER, self.raft.id, leader, index=campaign_in_ticks))
+
     def reset_peer_progress(self, peer: int) -> None:
         """The peer restarted (possibly with an empty disk): forget what it acknowledged.
 

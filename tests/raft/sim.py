@@ -84,6 +84,9 @@ class Profile:
     fault_ticks: int
     pre_vote: bool
     check_quorum: bool
+    #: Chance per tick that a live follower is told its leader is dead (forget_leader)
+    #: although it may be alive: the broker's closed-connection detector can be wrong.
+    forget_rate: float
 
     @staticmethod
     def draw(rng: random.Random, fault_ticks: int) -> Profile:
@@ -101,6 +104,7 @@ class Profile:
             fault_ticks=fault_ticks,
             pre_vote=rng.random() < 0.8,
             check_quorum=rng.random() < 0.8,
+            forget_rate=rng.choice((0.0, 0.002, 0.01)),
         )
 
 
@@ -440,9 +444,28 @@ class Sim:
             node = self.nodes[node_id]
             if node.raw is not None and rng.random() < p.crash_rate / 4:
                 self._crash(node_id)
+                if p.forget_rate:
+                    self._forget(node_id)  # the survivors see its connections close
             elif node.raw is None and rng.random() < 0.05:
                 self._log(f"RESTART {node_id}")
                 self._start(node_id)
+
+        if p.forget_rate and rng.random() < p.forget_rate:
+            live = [i for i in self.all_ids if self.nodes[i].raw is not None]
+            if live:
+                raw = self.nodes[rng.choice(live)].raw
+                assert raw is not None
+                if raw.raft.lead:
+                    self._log(f"FORGET {raw.raft.id} its leader {raw.raft.lead} (spurious)")
+                    raw.forget_leader(raw.raft.lead, campaign_in_ticks=rng.randint(0, 3))
+
+    def _forget(self, dead: int) -> None:
+        for node_id in self.all_ids:
+            raw = self.nodes[node_id].raw
+            if raw is not None and raw.raft.lead == dead:
+                ticks = self.fault_rng.randint(1, 4)
+                self._log(f"FORGET {node_id} its leader {dead} (campaign in {ticks})")
+                raw.forget_leader(dead, campaign_in_ticks=ticks)
 
     def _new_partition(self) -> None:
         rng, ids = self.fault_rng, self.all_ids
