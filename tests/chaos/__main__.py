@@ -2,6 +2,11 @@
 
     python -m tests.chaos --seed 7 --nemesis kill,pause,partition --duration 60
     python -m tests.chaos --runs 10 --seed 100 --nemesis-sets "kill;pause;partition;slow,lossy" --duration 60
+    python -m tests.chaos --seed 7 --nodes 5 --workload group --nemesis kill,pause,partition,corrupt
+    python -m tests.chaos --runs 6 --seed 1 --nodes-sets "3;5" --workload-sets "queue;group" --nemesis-sets "kill,pause,partition"
+
+Campaign runs rotate through the ';'-separated sets independently (run i takes element
+i mod len of each).
 
 Exit status: 0 when every run is valid, 1 when any run found an anomaly, 2 when a
 campaign run could not be carried out (harness error; the campaign goes on).
@@ -14,7 +19,7 @@ import sys
 from pathlib import Path
 
 from tests.chaos.nemesis import NEMESES
-from tests.chaos.runner import RunConfig, fresh_seed, run, table
+from tests.chaos.runner import NODE_COUNTS, WORKLOADS, RunConfig, fresh_seed, run, table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, default=None, help="default /tmp/raftka-chaos/<seed>-<time>")  # fmt: skip
     parser.add_argument("--runs", type=int, default=1, help="campaign: seeds seed, seed+1, ...")
     parser.add_argument("--nemesis-sets", default=None, help="campaign: ';'-separated nemesis lists, rotated per run")  # fmt: skip
+    parser.add_argument("--nodes", type=int, default=3, choices=NODE_COUNTS, help="cluster size")
+    parser.add_argument("--workload", default="queue", choices=WORKLOADS,
+                        help="queue: assign-mode consumers; group: subscribe-mode group with commits")  # fmt: skip
+    parser.add_argument("--nodes-sets", default=None, help="campaign: ';'-separated cluster sizes, rotated per run")  # fmt: skip
+    parser.add_argument("--workload-sets", default=None, help="campaign: ';'-separated workloads, rotated per run")  # fmt: skip
     args = parser.parse_args(argv)
+    node_sets = [int(n) for n in (args.nodes_sets or str(args.nodes)).split(";")]
+    workload_sets = (args.workload_sets or args.workload).split(";")
     base_seed = fresh_seed() if args.seed is None else args.seed
     sets = (args.nemesis_sets or args.nemesis).split(";")
     summaries = []
@@ -38,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.run_dir is not None:
             run_dir = args.run_dir if args.runs == 1 else args.run_dir / f"run-{i}-{base_seed + i}"
         cfg = RunConfig(seed=base_seed + i, nemeses=nemeses, duration_s=args.duration,
-                        partitions=args.partitions, sends_per_s=args.rate, run_dir=run_dir)  # fmt: skip
+                        partitions=args.partitions, sends_per_s=args.rate, run_dir=run_dir,
+                        nodes=node_sets[i % len(node_sets)],
+                        workload=workload_sets[i % len(workload_sets)])  # fmt: skip
         print(f"run {i + 1}/{args.runs}: {cfg.replay_command()}", flush=True)
         try:
             summary = run(cfg)

@@ -17,6 +17,22 @@ It ports the Jepsen Kafka queue checker's semantics (re-implemented from its spe
   lower offset than its earlier one.
 - incomplete_final_reads: final reads that did not reach the high watermark.
 
+Consumer groups (the `group` workload; ops `commit`, `assign` with mode subscribe,
+`committed`):
+- commit_regression: an acknowledged commit lower than one acknowledged before it was
+  invoked, for the same (group, partition).
+- committed_reread: a record below a committed offset polled by a consumer whose
+  assignment of that partition began after the commit was acknowledged.
+- final_commit_regression: the group's committed offset fetched at the end is lower than
+  the highest acknowledged commit.
+
+White-box (ops the runner appends after the cluster stopped, from the nodes' logs and
+data directories):
+- election_safety: two different leaders for one (raft group, term), from the
+  `raft-leader` lines every node logs when it wins an election.
+- replica_divergence: replicas of a partition holding different entries below the
+  high watermark (compared frame by frame, see `replicas.py`).
+
 Availability: for each fault window (nemesis start ok .. stop invoke) the longest stretch
 in which some partition acknowledged no send, and the recovery time after the stop until every
 partition has acknowledged a send again.
@@ -29,6 +45,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -51,6 +68,11 @@ SAFETY_ANOMALIES = (
     "int_nonmonotonic_poll",
     "nonmonotonic_send",
     "incomplete_final_reads",
+    "commit_regression",
+    "committed_reread",
+    "final_commit_regression",
+    "election_safety",
+    "replica_divergence",
 )
 
 
@@ -341,6 +363,9 @@ def check(ops: Sequence[Op]) -> CheckResult:
         "nonmonotonic_send": nonmonotonic_sends(sends),
         "incomplete_final_reads": incomplete_final_reads(ops),
         **poll_order(ops, where),
+        **group_anomalies(ops),
+        "election_safety": election_safety(ops),
+        "replica_divergence": replica_divergence(ops),
     }
     counts = {
         "sends": len(sends.invoked),
@@ -352,5 +377,117 @@ def check(ops: Sequence[Op]) -> CheckResult:
         "distinct_values_read": len(locations),
         "faults": sum(1 for op in ops if op.f == "nemesis" and op.type == "invoke"
                       and isinstance(op.value, dict) and op.value.get("phase") == "start"),
+        "commits_ok": sum(1 for op in ops if op.f == "commit" and op.type == "ok"),
+        "elections_won": sum(1 for op in ops if op.f == "raft-leader"),
+        "replica_entries_compared": sum(int(op.value.get("compared", 0)) for op in ops
+                                        if op.f == "replica-compare" and op.type == "ok"),
     }  # fmt: skip
     return CheckResult(counts, anomalies, fault_windows(ops))
+
+
+def _offsets(value: Any) -> dict[int, int]:
+    """A commit's {"offsets": {partition: offset}} (JSON keys are strings)."""
+    return {int(p): int(o) for p, o in (value or {}).get("offsets", {}).items()}
+
+
+def group_anomalies(ops: Sequence[Op]) -> dict[str, list[dict[str, Any]]]:
+    """Committed offsets are a per-(group, partition) register that only moves forward,
+    and what was committed before a consumer's assignment began is never read again.
+    Offsets are Kafka's: the committed offset is the next one to read."""
+    acked: dict[tuple[str, int], int] = {}  # highest acknowledged commit so far
+    at_invoke: dict[int, dict[tuple[str, int], int]] = {}  # commit id -> `acked` then
+    # (process, partition) -> the committed offset in force when its assignment began
+    floor: dict[tuple[str, int], int] = {}
+    regression: list[dict[str, Any]] = []
+    reread: list[dict[str, Any]] = []
+    final: list[dict[str, Any]] = []
+    for op in ops:
+        value = op.value if isinstance(op.value, dict) else {}
+        group = str(value.get("group", ""))
+        if op.f == "commit" and op.type == "invoke":
+            at_invoke[op.id] = {k: acked[k] for k in ((group, p) for p in _offsets(value)) if k in acked}  # fmt: skip
+        elif op.f == "commit" and op.type == "ok":
+            before = at_invoke.get(op.id, {})
+            for p, offset in _offsets(value).items():
+                if offset < before.get((group, p), -1):
+                    regression.append({"group": group, "partition": p, "offset": offset,
+                                       "earlier_acked": before[(group, p)], "process": op.process,
+                                       "op_index": op.index})  # fmt: skip
+                acked[(group, p)] = max(acked.get((group, p), -1), offset)
+        elif op.f == "assign" and op.type == "invoke" and value.get("mode") == "subscribe":
+            # The assignment begins at the rebalance callback (the invoke): only commits
+            # acknowledged before it must be visible to the consumer's offset fetch.
+            for key in [k for k in floor if k[0] == op.process]:
+                del floor[key]
+            for p in value.get("partitions", []):
+                floor[(op.process, int(p))] = acked.get((group, int(p)), -1)
+        elif op.f == "revoke" and op.type == "ok":
+            for key in [k for k in floor if k[0] == op.process]:
+                del floor[key]
+        elif op.f == "poll" and op.type == "ok":
+            for p, offset, v in value.get("records", []):
+                committed = floor.get((op.process, int(p)), -1)
+                if int(offset) < committed:
+                    reread.append({"process": op.process, "partition": p, "offset": offset,
+                                   "value": v, "committed_before_assign": committed,
+                                   "op_index": op.index})  # fmt: skip
+        elif op.f == "committed" and op.type == "ok":
+            fetched = _offsets(value)
+            for (g, p), offset in sorted(acked.items()):
+                if g == group and fetched.get(p, -1) < offset:
+                    final.append({"group": g, "partition": p, "fetched": fetched.get(p),
+                                  "highest_acked": offset})  # fmt: skip
+    return {"commit_regression": regression, "committed_reread": reread,
+            "final_commit_regression": final}  # fmt: skip
+
+
+def election_safety(ops: Sequence[Op]) -> list[dict[str, Any]]:
+    """At most one leader per (raft group, term): Raft's Election Safety property."""
+    leaders: dict[tuple[int, int], set[int]] = defaultdict(set)
+    for op in ops:
+        if op.f == "raft-leader":
+            v = op.value
+            leaders[(int(v["group"]), int(v["term"]))].add(int(v["node"]))
+    return [
+        {"group": g, "term": t, "leaders": sorted(nodes)}
+        for (g, t), nodes in sorted(leaders.items())
+        if len(nodes) > 1
+    ]
+
+
+def replica_divergence(ops: Sequence[Op]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for op in ops:
+        if op.f == "replica-compare" and op.type == "ok":
+            out.extend(op.value.get("divergent", []))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class KindAvailability:
+    """Availability per fault kind: the worst gap without an acknowledged write during a
+    fault of this kind, and the recovery times after its faults healed."""
+
+    fault: str
+    faults: int
+    worst_gap_s: float
+    median_gap_s: float
+    median_recovery_s: float | None
+    worst_recovery_s: float | None
+    unrecovered: int
+
+
+def availability_by_kind(windows: Sequence[FaultWindow]) -> list[KindAvailability]:
+    by_kind: dict[str, list[FaultWindow]] = defaultdict(list)
+    for w in windows:
+        by_kind[w.fault].append(w)
+    out = []
+    for kind, ws in sorted(by_kind.items()):
+        gaps = sorted(w.longest_gap_ns / 1e9 for w in ws)
+        recs = sorted(w.recovery_ns / 1e9 for w in ws if w.recovery_ns is not None)
+        out.append(KindAvailability(
+            kind, len(ws), gaps[-1], statistics.median(gaps),
+            statistics.median(recs) if recs else None, recs[-1] if recs else None,
+            len(ws) - len(recs),
+        ))  # fmt: skip
+    return out

@@ -14,17 +14,29 @@ Kinds (names accepted by `--nemesis`):
     partition     isolate a leader / isolate a random node (minority vs majority) / one-way.
     slow          delay every Raft link of one node by 50-150 ms.
     lossy         drop 10-30% of one node's Raft messages.
+    power-loss    SIGKILL every node, cut files to what fsync made durable, restart.
+    failpoint     arm a crash failpoint on one node; restart it after it crashed.
+    corrupt       SIGKILL one node, flip bytes in (or truncate) the middle of one of its
+                  partition segment files, restart it; see `corrupt_segment`.
+
+Sizes: a minority is (nodes - 1) // 2 nodes. On 5 nodes `kill` and `pause` may also hit
+a random minority of two nodes at once and `partition` may cut a random minority from
+the majority; a 3-node schedule draws exactly what it drew before 5-node support.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import random
+import re
 import threading
+import time
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tests.chaos.history import HistoryWriter
@@ -33,8 +45,12 @@ from tests.powerloss import cut_to_durable
 
 NEMESES = (
     "kill", "kill-leader", "pause", "pause-leader", "partition", "slow", "lossy",
-    "power-loss", "failpoint",
+    "power-loss", "failpoint", "corrupt",
 )  # fmt: skip
+SEGMENT_NAME = re.compile(r"\d{20}\.log")
+CORRUPT_BYTES = 8  # bytes flipped by one corruption
+CORRUPT_RECOVERY_S = 20.0  # how long a corrupted node gets to become ready on its own
+RESYNC_WAIT_S = 5.0  # how long the nemesis watches a recovered node catch up
 FAILPOINTS = (
     "append_before_fsync",
     "fsync_before_ack",
@@ -71,30 +87,46 @@ def schedule(
     return faults
 
 
+def minority_size(nodes: int) -> int:
+    return (nodes - 1) // 2
+
+
+def _minority(rng: random.Random, nodes: int) -> list[int]:
+    return sorted(rng.sample(range(1, nodes + 1), minority_size(nodes)))
+
+
 def _draw(rng: random.Random, name: str, nodes: int, partitions: int) -> tuple[str, dict[str, Any], float]:  # fmt: skip
     partition = rng.randrange(partitions)
     node = rng.randint(1, nodes)
+    big = nodes >= 5  # only then is a minority more than one node
     if name in ("kill", "kill-leader"):
-        target = "leader" if name == "kill-leader" else rng.choice(["leader", "leader", "controller", "node"])  # fmt: skip
-        return (
-            "kill",
-            {"target": target, "partition": partition, "node": node},
-            rng.uniform(1.0, 3.0),
-        )
+        targets = ["leader", "leader", "controller", "node"] + (["minority"] if big else [])
+        target = "leader" if name == "kill-leader" else rng.choice(targets)
+        params: dict[str, Any] = {"target": target, "partition": partition, "node": node}
+        if target == "minority":
+            params["nodes"] = _minority(rng, nodes)
+        return "kill", params, rng.uniform(1.0, 3.0)
     if name in ("pause", "pause-leader"):
-        target = "leader" if name == "pause-leader" else rng.choice(["leader", "leader", "node"])
+        targets = ["leader", "leader", "node"] + (["minority"] if big else [])
+        target = "leader" if name == "pause-leader" else rng.choice(targets)
+        params = {"target": target, "partition": partition, "node": node}
+        if target == "minority":
+            params["nodes"] = _minority(rng, nodes)
         # The election timeout is 10 ticks x 50 ms (0.5-1 s randomised): pause longer.
-        return (
-            "pause",
-            {"target": target, "partition": partition, "node": node},
-            rng.uniform(1.5, 4.0),
-        )
+        return "pause", params, rng.uniform(1.5, 4.0)
     if name == "partition":
-        mode = rng.choice(["isolate-leader", "isolate-node", "one-way"])
+        mode = rng.choice(["isolate-leader", "isolate-node", "one-way"] + (["minority"] if big else []))  # fmt: skip
         peer = rng.choice([n for n in range(1, nodes + 1) if n != node])
         params = {"mode": mode, "target": "leader" if mode == "isolate-leader" else "node",
                   "partition": partition, "node": node, "peer": peer}  # fmt: skip
+        if mode == "minority":
+            params |= {"target": "minority", "nodes": _minority(rng, nodes)}
         return "partition", params, rng.uniform(2.0, 5.0)
+    if name == "corrupt":
+        # One node at a time (faults never overlap), so two healthy replicas keep the data.
+        params = {"target": rng.choice(["leader", "node"]), "partition": partition, "node": node,
+                  "mode": rng.choice(["flip", "truncate"]), "where": round(rng.uniform(0.2, 0.8), 3)}  # fmt: skip
+        return "corrupt", params, rng.uniform(1.0, 2.0)
     if name == "power-loss":
         # Every node loses power at once: whatever no fsync covered is gone on restart.
         return "power-loss", {"target": "all"}, rng.uniform(0.5, 1.5)
@@ -208,18 +240,20 @@ class NemesisRunner:
         value = {"phase": "stop", "fault": fault.kind, "fault_id": fault.fault_id, **applied}
         op_id = self.history.invoke("nemesis", "nemesis", value)
         try:
-            self._undo(fault, applied)
+            outcome = self._undo(fault, applied)
         except Exception as exc:
             self.history.record("nemesis", "info", "nemesis", op_id, value, error=repr(exc))
             return
-        self.history.record("nemesis", "ok", "nemesis", op_id, value)
+        self.history.record("nemesis", "ok", "nemesis", op_id, value | outcome)
 
-    def _victim(self, fault: Fault) -> int:
+    def _victims(self, fault: Fault) -> list[int]:
         target = fault.params.get("target", "node")
         if target == "all":
-            return 0
+            return sorted(self.cluster.nodes)
         if target == "node":
-            return int(fault.params["node"])
+            return [int(fault.params["node"])]
+        if target == "minority":
+            return [int(n) for n in fault.params["nodes"]]
         views = cluster_views(self.cluster)
         if target == "controller":
             node = controller(views)
@@ -227,57 +261,73 @@ class NemesisRunner:
             node = partition_leaders(views, self.topic).get(int(fault.params["partition"]))
         if node is None:
             raise RuntimeError(f"no {target} known to the live nodes")
-        return node
+        return [node]
+
+    def _link(self, node_id: int, rule: dict[str, Any]) -> None:
+        post_json(self.cluster.http_url(node_id) + "/v1/faults/link", rule)
 
     def _apply(self, fault: Fault) -> dict[str, Any]:
-        victim = self._victim(fault)
+        victims = self._victims(fault)
+        applied: dict[str, Any] = {"victim": victims[0], "victims": victims}
         if fault.kind == "power-loss":
             for each in self.cluster.nodes.values():
                 if each.is_running():
                     each.kill()
             dropped = {n: cut_to_durable(each.data_dir) for n, each in self.cluster.nodes.items()}
-            return {"victim": victim, "bytes_dropped": dropped}
-        node = self.cluster.node(victim)
+            return applied | {"victim": 0, "bytes_dropped": dropped}
+        if fault.kind == "corrupt":
+            node = self.cluster.node(victims[0])
+            node.kill()
+            return applied | corrupt_segment(node.data_dir, self.topic, int(fault.params["partition"]),
+                                             str(fault.params["mode"]), float(fault.params["where"]))  # fmt: skip
         if fault.kind == "failpoint":
             # Armed with certainty: the node crashes at its next pass through that point.
-            post_json(node.http_url + "/v1/faults/failpoint",
+            post_json(self.cluster.http_url(victims[0]) + "/v1/faults/failpoint",
                       {"name": fault.params["point"], "probability": 1.0})  # fmt: skip
-            return {"victim": victim}
-        if fault.kind == "kill":
-            node.kill()
+        elif fault.kind == "kill":
+            for v in victims:
+                self.cluster.node(v).kill()
         elif fault.kind == "pause":
-            node.pause()
+            for v in victims:
+                self.cluster.node(v).pause()
         elif fault.kind == "partition" and fault.params["mode"] == "one-way":
+            victim = victims[0]
             peer = int(fault.params["peer"]) if int(fault.params["peer"]) != victim else int(fault.params["node"])  # fmt: skip
-            post_json(
-                node.http_url + "/v1/faults/link", {"peer": peer, "direction": "out", "loss": 1.0}
-            )
-            post_json(self.cluster.http_url(peer) + "/v1/faults/link", {"peer": victim, "direction": "in", "loss": 1.0})  # fmt: skip
-            return {"victim": victim, "peer": peer}
+            if peer == victim:  # the leader was drawn as the peer too: any other node
+                peer = min(n for n in self.cluster.nodes if n != victim)
+            self._link(victim, {"peer": peer, "direction": "out", "loss": 1.0})
+            self._link(peer, {"peer": victim, "direction": "in", "loss": 1.0})
+            applied["peer"] = peer
         elif fault.kind == "partition":
-            for other in self.cluster.nodes:
-                if other != victim:
-                    post_json(node.http_url + "/v1/faults/link", {"peer": other, "direction": "both", "loss": 1.0})  # fmt: skip
-                    post_json(self.cluster.http_url(other) + "/v1/faults/link", {"peer": victim, "direction": "both", "loss": 1.0})  # fmt: skip
+            # The victims (one node or a minority) keep talking among themselves; every
+            # link between them and the rest drops everything, both ways.
+            others = [n for n in self.cluster.nodes if n not in victims]
+            for v in victims:
+                for other in others:
+                    self._link(v, {"peer": other, "direction": "both", "loss": 1.0})
+                    self._link(other, {"peer": v, "direction": "both", "loss": 1.0})
         else:
-            rule = {"direction": "both", "loss": 0.0, "delay_ms": 0}
+            rule: dict[str, Any] = {"direction": "both", "loss": 0.0, "delay_ms": 0}
             if fault.kind == "slow":
                 rule["delay_ms"] = int(fault.params["delay_ms"])
             else:
                 rule["loss"] = float(fault.params["loss"])
             for other in self.cluster.nodes:
-                if other != victim:
-                    post_json(node.http_url + "/v1/faults/link", rule | {"peer": other})
-        return {"victim": victim}
+                if other != victims[0]:
+                    self._link(victims[0], rule | {"peer": other})
+        return applied
 
-    def _undo(self, fault: Fault, applied: dict[str, Any]) -> None:
+    def _undo(self, fault: Fault, applied: dict[str, Any]) -> dict[str, Any]:
+        """Ends a fault; returns what the stop event should add to the history."""
+        victims = [int(v) for v in applied["victims"]]
         if fault.kind == "power-loss":
             for each in self.cluster.nodes.values():
                 each.start()
             self.cluster.wait_ready(60)
-            return
-        node = self.cluster.node(int(applied["victim"]))
-        if fault.kind == "failpoint":
+        elif fault.kind == "corrupt":
+            return self._recover_corrupted(fault, applied)
+        elif fault.kind == "failpoint":
+            node = self.cluster.node(victims[0])
             if node.is_running():
                 with contextlib.suppress(OSError):
                     post_json(node.http_url + "/v1/faults/failpoint",
@@ -285,14 +335,64 @@ class NemesisRunner:
             else:
                 node.start()
                 node.wait_ready(30)
-            return
-        if fault.kind == "kill":
-            node.start()
-            node.wait_ready(30)
+        elif fault.kind == "kill":
+            for v in victims:
+                self.cluster.node(v).start()
+            self.cluster.wait_ready(30, nodes=victims)
         elif fault.kind == "pause":
-            node.resume()
+            for v in victims:
+                self.cluster.node(v).resume()
         else:
             self._heal_links()
+        return {}
+
+    def _recover_corrupted(self, fault: Fault, applied: dict[str, Any]) -> dict[str, Any]:
+        """Restarts a corrupted node and records how it came back.
+
+        "self": it became ready with the corrupted file (it must have detected the damage
+        and re-synced, or cut a torn tail). "restored": it did not become ready within
+        CORRUPT_RECOVERY_S, so the operator's repair is emulated: stop it, put the
+        original segment bytes back (only if the broker left the corrupted file as it
+        was) and restart. "failed": neither worked; the node stays down.
+        """
+        node = self.cluster.node(int(applied["victim"]))
+        started = time.monotonic()
+        node.start()
+        try:
+            node.wait_ready(CORRUPT_RECOVERY_S)
+            outcome = "self"
+        except NodeNotReady as exc:
+            outcome = "failed"
+            first_error = str(exc).splitlines()[0][:300]
+            if node.is_running():
+                node.kill()
+            if restore_segment(applied):
+                node.start()
+                with contextlib.suppress(NodeNotReady):
+                    node.wait_ready(30)
+                    outcome = "restored"
+            applied = applied | {"not_ready": first_error}
+        ready_s = round(time.monotonic() - started, 3)
+        resync_s = self._await_resync(node.node_id, int(fault.params["partition"])) if outcome != "failed" else None  # fmt: skip
+        return {"recovery": outcome, "ready_s": ready_s, "resync_s": resync_s,
+                **{k: applied[k] for k in ("not_ready",) if k in applied}}  # fmt: skip
+
+    def _await_resync(self, node_id: int, partition: int) -> float | None:
+        """Seconds until the node reports the partition's high watermark that its leader
+        reported when the wait began (None if not within RESYNC_WAIT_S)."""
+        started = time.monotonic()
+        views = cluster_views(self.cluster)
+        hws = high_watermarks(views, self.topic)
+        target = max((h.get(partition, 0) for n, h in hws.items() if n != node_id), default=0)
+        while time.monotonic() - started < RESYNC_WAIT_S:
+            status, body = self.cluster.node(node_id).http_get("/v1/cluster", timeout_s=1.0)
+            if status == 200:
+                with contextlib.suppress(ValueError):
+                    mine = high_watermarks({node_id: json.loads(body)}, self.topic)
+                    if mine.get(node_id, {}).get(partition, -1) >= target:
+                        return round(time.monotonic() - started, 3)
+            time.sleep(0.1)  # polling interval while the replica catches up
+        return None
 
     def _heal_links(self) -> None:
         for node_id in self.cluster.running():
@@ -310,3 +410,45 @@ class NemesisRunner:
         with contextlib.suppress(NodeNotReady):
             self.cluster.wait_ready(30)
         self._heal_links()
+
+
+def corrupt_segment(data_dir: Path, topic: str, partition: int, mode: str, where: float) -> dict[str, Any]:  # fmt: skip
+    """Damages the middle of the partition's largest segment file on a stopped node.
+
+    "flip" inverts CORRUPT_BYTES bytes at `where` (a fraction of the file), so a frame
+    fails its CRC with valid frames after it; "truncate" cuts the file there, which the
+    broker cannot tell from a torn write. Returns what `restore_segment` needs.
+    """
+    directory = data_dir / f"{topic}-{partition}"
+    segments = [p for p in directory.iterdir() if SEGMENT_NAME.fullmatch(p.name)] if directory.is_dir() else []  # fmt: skip
+    if not segments:
+        raise RuntimeError(f"no segment file under {directory}")
+    path = max(segments, key=lambda p: (p.stat().st_size, p.name))
+    original = path.read_bytes()
+    if len(original) < 2 * CORRUPT_BYTES:
+        raise RuntimeError(f"{path} has only {len(original)} bytes")
+    at = min(len(original) - CORRUPT_BYTES, max(1, int(len(original) * where)))
+    if mode == "flip":
+        damaged = original[:at] + bytes(b ^ 0xFF for b in original[at : at + CORRUPT_BYTES]) + original[at + CORRUPT_BYTES :]  # fmt: skip
+    else:
+        damaged = original[:at]
+    path.write_bytes(damaged)
+    # The backup lives outside the data directory: the broker never sees it.
+    backup = data_dir.parent / "chaos-backups" / f"{data_dir.name}-{topic}-{partition}-{path.name}"
+    backup.parent.mkdir(exist_ok=True)
+    backup.write_bytes(original)
+    return {"file": str(path), "backup": str(backup), "at": at, "file_bytes": len(original),
+            "mode": mode, "damaged_sha": _digest(damaged)}  # fmt: skip
+
+
+def restore_segment(applied: dict[str, Any]) -> bool:
+    """Puts the original bytes back if the file is still exactly as the nemesis left it."""
+    path, backup = Path(applied["file"]), Path(applied["backup"])
+    if not backup.exists() or not path.exists() or _digest(path.read_bytes()) != applied["damaged_sha"]:  # fmt: skip
+        return False
+    path.write_bytes(backup.read_bytes())
+    return True
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

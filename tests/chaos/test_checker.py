@@ -6,9 +6,11 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from tests.chaos.checker import check
+from storage.frame import EntryKind, LogEntry, encode_into
+from tests.chaos.checker import availability_by_kind, check
 from tests.chaos.history import HistoryWriter, Op, read_history
-from tests.chaos.nemesis import schedule
+from tests.chaos.nemesis import corrupt_segment, restore_segment, schedule
+from tests.chaos.replicas import compare_cluster, leader_events
 
 MS = 1_000_000
 
@@ -48,6 +50,29 @@ class H:
         value = {"partitions": partitions, "seek": "beginning"}
         self._add(t_ms, process, "invoke", "assign", self._id, value)
         self._add(t_ms, process, "ok", "assign", self._id, value)
+
+    def commit(self, t_ms: int, offsets: dict[int, int], process: str = "member-0",
+               result: str = "ok") -> None:  # fmt: skip
+        self._id += 1
+        value = {"group": "g", "offsets": {str(p): o for p, o in offsets.items()}}
+        self._add(t_ms, process, "invoke", "commit", self._id, value)
+        self._add(t_ms + 1, process, result, "commit", self._id, value)
+
+    def subscribe_assign(self, t_ms: int, partitions: list[int], process: str = "member-0") -> None:
+        self._id += 1
+        value = {"mode": "subscribe", "group": "g", "partitions": partitions}
+        self._add(t_ms, process, "invoke", "assign", self._id, value)
+        self._add(t_ms, process, "ok", "assign", self._id, value)
+
+    def committed(self, t_ms: int, offsets: dict[int, int]) -> None:
+        self._id += 1
+        self._add(t_ms, "fetch", "invoke", "committed", self._id, {"group": "g"})
+        value = {"group": "g", "offsets": {str(p): o for p, o in offsets.items()}}
+        self._add(t_ms, "fetch", "ok", "committed", self._id, value)
+
+    def leader(self, group: int, term: int, node: int) -> None:
+        value = {"group": group, "term": term, "node": node, "log": node}
+        self._add(10_000, f"node-{node}", "ok", "raft-leader", -1, value)
 
     def nemesis(self, t_ms: int, phase: str, fault_id: int, fault: str = "kill") -> None:
         self._id += 1
@@ -247,3 +272,154 @@ def test_schedule_is_a_function_of_the_seed() -> None:
     assert a[-1].at_s < 50.0
     assert all(f.params["target"] == "leader" for f in schedule(1, ["kill-leader"], 30.0, 3, 4))
     assert schedule(1, [], 30.0, 3, 4) == []
+
+
+def group_history() -> H:
+    """Member 0 reads and commits 0..3 of partition 0, then member 1 takes it over."""
+    h = H()
+    for i in range(6):
+        h.send(i, 100 + i, 0, offset=i)
+    h.subscribe_assign(10, [0], process="member-0")
+    h.poll(20, [(0, 0, 100), (0, 1, 101)], process="member-0")
+    h.commit(21, {0: 2}, process="member-0")
+    h.poll(30, [(0, 2, 102), (0, 3, 103)], process="member-0")
+    h.commit(31, {0: 4}, process="member-0")
+    h.subscribe_assign(40, [], process="member-0")
+    h.subscribe_assign(40, [0], process="member-1")
+    return h
+
+
+def test_a_group_history_that_resumes_at_the_commit_is_valid() -> None:
+    h = group_history()
+    h.poll(50, [(0, 4, 104), (0, 5, 105)], process="member-1")
+    h.commit(51, {0: 6}, process="member-1")
+    h.committed(60, {0: 6})
+    result = check(h.ops)
+    assert result.valid, result.anomalies
+    assert result.counts["commits_ok"] == 3
+
+
+def test_committed_reread_is_a_read_below_a_commit_acked_before_the_assignment() -> None:
+    h = group_history()
+    h.poll(50, [(0, 3, 103), (0, 4, 104), (0, 5, 105)], process="member-1")  # 3 < 4
+    result = check(h.ops)
+    assert [(r["offset"], r["committed_before_assign"]) for r in result.anomalies["committed_reread"]] == [(3, 4)]  # fmt: skip
+    assert not result.valid
+
+
+def test_a_reread_of_what_was_committed_after_the_assignment_is_allowed() -> None:
+    h = H()
+    for i in range(3):
+        h.send(i, 100 + i, 0, offset=i)
+    h.subscribe_assign(10, [0], process="member-1")
+    h.commit(11, {0: 2}, process="member-0")  # a late commit of the previous owner
+    h.poll(20, [(0, 0, 100), (0, 1, 101), (0, 2, 102)], process="member-1")
+    assert check(h.ops).anomalies["committed_reread"] == []
+
+
+def test_commit_regression_needs_the_lower_commit_invoked_after_the_higher_acked() -> None:
+    h = H()
+    five = {"group": "g", "offsets": {"0": 5}}
+    three = {"group": "g", "offsets": {"0": 3}}
+    h._add(0, "member-0", "invoke", "commit", 901, five)
+    h._add(10, "member-1", "invoke", "commit", 902, three)  # concurrent with 5: allowed
+    h._add(20, "member-1", "ok", "commit", 902, three)
+    h._add(30, "member-0", "ok", "commit", 901, five)
+    h.commit(200, {0: 4}, process="member-1")  # invoked after 5 was acked: regression
+    h.commit(300, {1: 1}, process="member-1", result="info")  # indefinite: ignored
+    rows = check(h.ops).anomalies["commit_regression"]
+    assert [(r["offset"], r["earlier_acked"]) for r in rows] == [(4, 5)]
+
+
+def test_final_committed_offset_below_an_acked_commit() -> None:
+    h = H()
+    h.commit(0, {0: 5, 1: 2})
+    h.committed(10, {0: 5, 1: -1001})  # partition 1's commit vanished
+    rows = check(h.ops).anomalies["final_commit_regression"]
+    assert rows == [{"group": "g", "partition": 1, "fetched": -1001, "highest_acked": 2}]
+
+
+def test_election_safety_flags_two_leaders_in_one_term() -> None:
+    h = clean()
+    h.leader(group=3, term=1, node=1)
+    h.leader(group=3, term=2, node=2)
+    h.leader(group=4, term=2, node=1)
+    assert check(h.ops).valid
+    h.leader(group=3, term=2, node=3)
+    result = check(h.ops)
+    assert result.anomalies["election_safety"] == [{"group": 3, "term": 2, "leaders": [2, 3]}]
+    assert not result.valid and result.counts["elections_won"] == 4
+
+
+def test_leader_events_parse_both_log_formats(tmp_path: Path) -> None:
+    text = (
+        'ts=x level=INFO node=1 logger=broker.raft_driver msg="raft-leader group=7 term=3 node=1"\n'
+        '{"level": "INFO", "msg": "raft-leader group=2 term=9 node=1"}\n'
+        "--- start: python -m broker serve\n"
+    )
+    (tmp_path / "node-1.log").write_text(text)
+    events = leader_events({1: tmp_path / "node-1.log", 2: tmp_path / "missing.log"})
+    assert [(e["group"], e["term"], e["node"]) for e in events] == [(7, 3, 1), (2, 9, 1)]
+
+
+def _write_segment(path: Path, entries: list[tuple[int, int, int, bytes]]) -> None:
+    """(index, term, base_offset, payload) DATA frames of one record each."""
+    buffer = bytearray(sum(40 + len(p) for *_, p in entries))
+    position = 0
+    for index, term, base_offset, payload in entries:
+        position = encode_into(buffer, position, LogEntry(index, term, EntryKind.DATA, 1, payload), base_offset)  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(buffer))
+
+
+def test_replicas_compared_below_the_high_watermark(tmp_path: Path) -> None:
+    same = [(1, 1, 0, b"a"), (2, 1, 1, b"b"), (3, 2, 2, b"c")]
+    for node in (1, 2):
+        _write_segment(tmp_path / f"n{node}" / "t-0" / f"{1:020d}.log", same)
+    # Node 3 holds another entry at offset 1, and one past the watermark that differs.
+    _write_segment(tmp_path / "n3" / "t-0" / f"{1:020d}.log", [(1, 1, 0, b"a"), (2, 1, 1, b"X"), (3, 3, 2, b"Y")])  # fmt: skip
+    dirs = {n: tmp_path / f"n{n}" for n in (1, 2, 3)}
+    result = compare_cluster(dirs, "t", {0: 2})
+    assert result["compared"] == 6 and result["divergent_total"] == 1
+    (row,) = result["divergent"]
+    assert row["partition"] == 0 and row["offset"] == 1 and row["missing_on"] == []
+    assert compare_cluster({1: dirs[1], 2: dirs[2]}, "t", {0: 3})["divergent_total"] == 0
+
+
+def test_a_replica_lacking_an_entry_inside_its_range_diverges(tmp_path: Path) -> None:
+    _write_segment(tmp_path / "n1" / "t-0" / f"{1:020d}.log", [(1, 1, 0, b"a"), (2, 1, 1, b"b"), (3, 1, 2, b"c")])  # fmt: skip
+    _write_segment(tmp_path / "n2" / "t-0" / f"{1:020d}.log", [(1, 1, 0, b"a"), (3, 1, 2, b"c")])
+    result = compare_cluster({1: tmp_path / "n1", 2: tmp_path / "n2"}, "t", {0: 3})
+    assert [(r["offset"], r["missing_on"]) for r in result["divergent"]] == [(1, [2])]
+
+
+def test_corrupt_segment_flips_or_truncates_and_restores(tmp_path: Path) -> None:
+    entries = [(i, 1, i - 1, b"x" * 100) for i in range(1, 11)]
+    segment = tmp_path / "node-1" / "t-0" / f"{1:020d}.log"
+    _write_segment(segment, entries)
+    original = segment.read_bytes()
+    applied = corrupt_segment(tmp_path / "node-1", "t", 0, "flip", 0.5)
+    damaged = segment.read_bytes()
+    assert len(damaged) == len(original) and damaged != original
+    assert sum(a != b for a, b in zip(damaged, original, strict=True)) == 8
+    assert Path(applied["backup"]).parent == tmp_path / "chaos-backups"
+    assert restore_segment(applied) and segment.read_bytes() == original
+    applied = corrupt_segment(tmp_path / "node-1", "t", 0, "truncate", 0.5)
+    assert segment.stat().st_size == len(original) // 2
+    segment.write_bytes(b"changed by the broker")
+    assert not restore_segment(applied), "a file the broker rewrote is left alone"
+
+
+def test_availability_by_kind() -> None:
+    h = H()
+    h.send(0, 1, 0, offset=0)
+    h.nemesis(100, "start", 1)
+    h.send(500, 2, 0, offset=1)  # ok at 501
+    h.nemesis(600, "stop", 1)
+    h.send(700, 3, 0, offset=2)  # ok at 701
+    h.nemesis(800, "start", 2, fault="pause")
+    h.nemesis(900, "stop", 2, fault="pause")
+    h.poll(2000, [(0, 0, 1), (0, 1, 2), (0, 2, 3)])
+    kill, pause = availability_by_kind(check(h.ops).faults)
+    assert (kill.fault, kill.faults, kill.worst_gap_s, kill.median_recovery_s) == ("kill", 1, 0.401, 0.101)  # fmt: skip
+    assert pause.fault == "pause" and pause.unrecovered == 1 and pause.worst_recovery_s is None

@@ -17,9 +17,9 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -260,16 +260,30 @@ def poll(consumer: Consumer, history: HistoryWriter, name: str, timeout_s: float
     return max((int(r[1] or 0) for r in records), default=-1)
 
 
-class Workload:
-    """Producers and consumers on threads; `stop()` flushes producers before consumers."""
+class Client(Protocol):
+    name: str
 
-    def __init__(self, cfg: WorkloadConfig, history: HistoryWriter) -> None:
+    def run(self, stop: threading.Event) -> None: ...
+
+
+class Workload:
+    """Producers and consumers on threads; `stop()` flushes producers before consumers.
+
+    The consumers are the queue workload's assign-mode ones unless others are given
+    (the group workload passes its subscribe-mode members)."""
+
+    def __init__(
+        self, cfg: WorkloadConfig, history: HistoryWriter, consumers: Sequence[Client] | None = None
+    ) -> None:
         self.cfg = cfg
         self.history = history
         self._stop_producers = threading.Event()
         self._stop_consumers = threading.Event()
         self._producers = [ProducerClient(i + 1, cfg, history) for i in range(cfg.producers)]
-        self._consumers = [ConsumerClient(i, cfg, history) for i in range(cfg.consumers)]
+        self._consumers: Sequence[Client] = (
+            consumers if consumers is not None
+            else [ConsumerClient(i, cfg, history) for i in range(cfg.consumers)]
+        )  # fmt: skip
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
