@@ -40,8 +40,12 @@ sim: $(STAMP)
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos --runs $(CHAOS_RUNS) --seed $(CHAOS_SEED) --duration $(CHAOS_DURATION) --nemesis-sets "kill;pause;partition;slow,lossy;kill,pause,partition,slow,lossy"
 
+# The whole run takes about 25 minutes on 2 cores and writes bench/RESULTS.md; run it on a
+# quiet machine. `make bench BENCH_ARGS=--quick` tries the machinery in a few minutes
+# (results to /tmp); BENCH_ARGS="--only node,cluster" runs some modules.
 bench: $(STAMP)
-	$(BIN)/python -m bench.all
+	bash tools/install_peers.sh || echo "bench: peers not installed; bench.peers reports why"
+	$(BIN)/python -m bench.all $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

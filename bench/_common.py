@@ -13,6 +13,7 @@ with the "spawn" context (no fork of a process that holds librdkafka threads).
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shutil
@@ -117,6 +118,56 @@ def verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """Several runs of one figure: reported as the median with min and max."""
+
+    values: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values) if self.values else 0.0
+
+    @property
+    def low(self) -> float:
+        return min(self.values, default=0.0)
+
+    @property
+    def high(self) -> float:
+        return max(self.values, default=0.0)
+
+    def show(self, fmt: str = "{:.1f}") -> str:
+        """The median with (min-max), or just the value for a single run."""
+        if len(self.values) < 2:
+            return fmt.format(self.median)
+        return f"{fmt.format(self.median)} ({fmt.format(self.low)}-{fmt.format(self.high)})"
+
+
+# ---------------------------------------------------------------- machine-readable results
+# bench/all.py sets this to a file per module run; each figure a module records becomes
+# one JSON line there, from which all.py builds the limits fractions and Targets table.
+RESULTS_JSON_ENV = "BENCH_RESULTS_JSON"
+
+
+def record(section: str, name: str, value: float | Spread, unit: str, note: str = "") -> None:
+    """Appends one figure (a value or median/min/max of runs) to $BENCH_RESULTS_JSON."""
+    path = os.environ.get(RESULTS_JSON_ENV)
+    if not path:
+        return
+    if isinstance(value, Spread):
+        entry = {
+            "value": value.median,
+            "min": value.low,
+            "max": value.high,
+            "runs": len(value.values),
+        }
+    else:
+        entry = {"value": float(value)}
+    entry.update({"key": f"{section}.{name}", "unit": unit, "note": note})
+    with open(path, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
 # ---------------------------------------------------------------- client workloads
 @dataclass(frozen=True, slots=True)
 class Throughput:
@@ -158,9 +209,11 @@ def produce_config(bootstrap: str, *, idempotent: bool) -> dict[str, Any]:
 
 def produce_for(
     bootstrap: str, topic: str, seconds: float, value_bytes: int, idempotent: bool,
-    partition: int = -1,
+    partition: int = -1, max_bytes: int = 0,
 ) -> Throughput:  # fmt: skip
-    """Produces incompressible values for `seconds`, then flushes; counts delivered ones.
+    """Produces incompressible values for `seconds` (or until `max_bytes` were queued).
+
+    Then flushes and counts the delivered ones.
 
     Runs in a child process. The clock stops when the last delivery report arrives, so
     the rate is of acknowledged (acks=all) records, not of records queued in the client.
@@ -186,10 +239,12 @@ def produce_for(
     delivered = [0, 0]
     start = time.monotonic()
     deadline = start + seconds
-    while time.monotonic() < deadline:
+    queued, cap = 0, max_bytes or float("inf")
+    while time.monotonic() < deadline and queued < cap:
         for _ in range(1000):
             try:
                 producer.produce(topic, value, partition=partition, on_delivery=on_delivery)
+                queued += value_bytes
             except (BufferError, KafkaException):
                 producer.poll(0.005)
         producer.poll(0)
@@ -283,8 +338,6 @@ def create_topic(bootstrap: str, name: str, partitions: int, replication: int) -
 
 def cluster_view(node: BrokerProcess) -> dict[str, Any]:
     """The node's /v1/cluster JSON ({} when it does not answer)."""
-    import json
-
     status, body = node.http_get("/v1/cluster", timeout_s=5.0)
     return json.loads(body) if status == 200 else {}
 

