@@ -48,6 +48,10 @@ _BATCH_HEADER_BYTES = 61
 #: A replicated "drop the log below this offset" command (shorter than any batch).
 _TRUNCATE_MAGIC = b"RFTK:truncate\x00"
 _OFFSET = struct.Struct(">q")
+#: Most batch bytes handed to Raft in one proposal (one append and one fsync). Batches
+#: beyond it wait for the next round; the queue itself is bounded by the connections
+#: and in-flight requests the listener admits.
+PROPOSAL_BYTES_MAX = 8 << 20
 
 
 class PartitionError(Exception):
@@ -69,6 +73,15 @@ class AppendOutcome:
 class _Inflight:
     term: int
     future: asyncio.Future[int]
+
+
+@dataclass(frozen=True, slots=True)
+class _QueuedBatch:
+    """A batch waiting for the partition's next proposal; `slot` gets (index, term)."""
+
+    batch: bytes
+    term: int  # the leadership term the batch was checked in
+    slot: asyncio.Future[tuple[int, int]]
 
 
 class Partition:
@@ -103,6 +116,9 @@ class Partition:
         #: so that a retry racing its original gets the original's answer.
         self._pending_batches: dict[tuple[int, int, int], asyncio.Future[int]] = {}
         self._applied_index = 0
+        #: Batches waiting to be proposed together (see `_propose`), and the task doing it.
+        self._queued: list[_QueuedBatch] = []
+        self._proposer: asyncio.Task[None] | None = None
         #: Says whether a quorum of the replicas looks reachable (set by the node); a
         #: produce with acks=all is refused up front with NOT_ENOUGH_REPLICAS otherwise.
         self.quorum_reachable: Callable[[], bool] = lambda: True
@@ -249,7 +265,7 @@ class Partition:
             self._pending_batches[sequence_key] = future
             future.add_done_callback(lambda _: self._pending_batches.pop(sequence_key, None))
         try:
-            index, term = await self.driver.propose(group, [batch])
+            index, term = await self._propose(group, batch)
         except ProposalDropped as error:
             if producer_id >= 0:
                 self.producers.remove_pending(producer_id, epoch, first_seq)
@@ -274,6 +290,52 @@ class Partition:
                 ErrorCode.REQUEST_TIMED_OUT, "not committed within the timeout"
             ) from None
         return AppendOutcome(offset, self.log_start_offset)
+
+    async def _propose(self, group: RaftGroup, batch: bytes) -> tuple[int, int]:
+        """Hand `batch` to Raft; returns its (index, term). Raises ProposalDropped.
+
+        The driver persists a group's Ready before it takes the next proposal, so a
+        batch proposed on its own waits out the previous fsync and then gets one of its
+        own: with a few requests in flight (an idempotent producer has at most five),
+        every batch cost a full write-fsync cycle. Instead, batches that arrive while a
+        cycle runs queue here and go to Raft together as one proposal: one append and
+        one fsync for all of them. Batches enter the queue in the order they were
+        checked against the producer state, and Raft appends them in that order.
+        """
+        slot: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        self._queued.append(_QueuedBatch(batch, group.term, slot))
+        if self._proposer is None or self._proposer.done():
+            self._proposer = asyncio.create_task(self._propose_queued(group))
+        return await slot
+
+    async def _propose_queued(self, group: RaftGroup) -> None:
+        while self._queued and not group.removed:
+            await self.driver.until_idle(group)  # more batches join while the fsync runs
+            taken = _take_proposal(self._queued)
+            try:
+                # A batch checked under another leadership must not reach the log: a
+                # follower would forward it to the new leader unchecked.
+                if not self.is_leader or any(q.term != group.term for q in taken):
+                    raise ProposalDropped("leadership changed while the batch was queued")
+                last_index, term = await self.driver.propose(group, [q.batch for q in taken])
+            except ProposalDropped as error:
+                # Batches queued behind were checked as if these would be appended (their
+                # sequence numbers follow on): they fail too, and the producer retries.
+                dropped = taken + self._queued
+                self._queued = []
+                for queued in dropped:
+                    if not queued.slot.done():
+                        queued.slot.set_exception(ProposalDropped(str(error)))
+                continue
+            first_index = last_index - len(taken) + 1
+            for i, queued in enumerate(taken):
+                if not queued.slot.done():
+                    queued.slot.set_result((first_index + i, term))
+        if self._queued:  # the group went away under us
+            queued_batches, self._queued = self._queued, []
+            for queued in queued_batches:
+                if not queued.slot.done():
+                    queued.slot.set_exception(ProposalDropped("the partition's group was removed"))
 
     async def _await_original(self, key: tuple[int, int, int], timeout_ms: int) -> AppendOutcome:
         original = self._pending_batches.get(key)
@@ -350,6 +412,20 @@ class Partition:
         if lo == log.first_index:
             return -1, -1
         return log.term_at(lo - 1), log.offset_for_index(lo)
+
+
+def _take_proposal(queued: list[_QueuedBatch]) -> list[_QueuedBatch]:
+    """Remove and return the oldest queued batches, up to `PROPOSAL_BYTES_MAX` (at least one)."""
+    size = 0
+    count = 0
+    for q in queued:
+        if count and size + len(q.batch) > PROPOSAL_BYTES_MAX:
+            break
+        size += len(q.batch)
+        count += 1
+    taken = queued[:count]
+    del queued[:count]
+    return taken
 
 
 def _consume_exception(future: asyncio.Future[int]) -> None:
