@@ -32,7 +32,7 @@ async def test_listener_trims_after_a_connection_goes_quiet() -> None:
     server = KafkaServer("test", "127.0.0.1", 0, {}, 1 << 20, 10, 5, heap_trimmer=trimmer)
     await server.start()
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"\x00\x00\x00")  # some bytes, not yet a whole frame
         await writer.drain()
         await asyncio.wait_for(trimmed.wait(), 5.0)
