@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.chaos.history import HistoryWriter
-from tests.harness import Cluster, NodeNotReady
+from tests.harness import BrokerProcess, Cluster, NodeNotReady
 from tests.powerloss import cut_to_durable
 
 NEMESES = (
@@ -49,7 +49,7 @@ NEMESES = (
 )  # fmt: skip
 SEGMENT_NAME = re.compile(r"\d{20}\.log")
 CORRUPT_BYTES = 8  # bytes flipped by one corruption
-CORRUPT_RECOVERY_S = 20.0  # how long a corrupted node gets to become ready on its own
+CORRUPT_RECOVERY_S = 10.0  # how long a corrupted node gets to become ready on its own
 RESYNC_WAIT_S = 5.0  # how long the nemesis watches a recovered node catch up
 FAILPOINTS = (
     "append_before_fsync",
@@ -350,32 +350,50 @@ class NemesisRunner:
         """Restarts a corrupted node and records how it came back.
 
         "self": it became ready with the corrupted file (it must have detected the damage
-        and re-synced, or cut a torn tail). "restored": it did not become ready within
-        CORRUPT_RECOVERY_S, so the operator's repair is emulated: stop it, put the
-        original segment bytes back (only if the broker left the corrupted file as it
-        was) and restart. "failed": neither worked; the node stays down.
+        and re-synced, or cut a torn tail). "restored": it refused the file (or exited),
+        so the operator's repair is emulated: stop it, put the original segment bytes
+        back (only if the broker left the corrupted file as it was) and restart.
+        "failed": neither worked; the node stays down or unready. The stop event carries
+        the outcome, the seconds to readiness and to the partition's re-sync.
         """
         node = self.cluster.node(int(applied["victim"]))
         started = time.monotonic()
+        log_from = node.log_path.stat().st_size if node.log_path.exists() else 0
         node.start()
+        outcome = "self"
         try:
             node.wait_ready(CORRUPT_RECOVERY_S)
-            outcome = "self"
         except NodeNotReady as exc:
-            outcome = "failed"
-            first_error = str(exc).splitlines()[0][:300]
-            if node.is_running():
-                node.kill()
-            if restore_segment(applied):
-                node.start()
-                with contextlib.suppress(NodeNotReady):
-                    node.wait_ready(30)
-                    outcome = "restored"
-            applied = applied | {"not_ready": first_error}
+            applied = applied | {"not_ready": str(exc).splitlines()[0][:300]}
+            outcome = self._repair(node, applied, log_from)
         ready_s = round(time.monotonic() - started, 3)
         resync_s = self._await_resync(node.node_id, int(fault.params["partition"])) if outcome != "failed" else None  # fmt: skip
         return {"recovery": outcome, "ready_s": ready_s, "resync_s": resync_s,
                 **{k: applied[k] for k in ("not_ready",) if k in applied}}  # fmt: skip
+
+    def _repair(self, node: BrokerProcess, applied: dict[str, Any], log_from: int) -> str:
+        """A corrupted node that is not ready: if its log shows it refused the corrupt
+        segment (or it exited), restore the original bytes and restart it ("restored");
+        if it is merely slow, give it more time ("self"); otherwise "failed"."""
+        with open(node.log_path, "rb") as f:
+            f.seek(log_from)
+            refused = b"CorruptLogError" in f.read()
+        if node.is_running() and not refused:
+            try:
+                node.wait_ready(2 * CORRUPT_RECOVERY_S)
+                return "self"
+            except NodeNotReady:
+                return "failed"
+        if node.is_running():
+            node.kill()
+        if not restore_segment(applied):
+            return "failed"
+        node.start()
+        try:
+            node.wait_ready(30)
+        except NodeNotReady:
+            return "failed"
+        return "restored"
 
     def _await_resync(self, node_id: int, partition: int) -> float | None:
         """Seconds until the node reports the partition's high watermark that its leader
