@@ -220,9 +220,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--join-window-ms", type=int, default=None, help="group_join_window_ms (default: broker's)"
+    )
     args = parser.parse_args()
 
-    node = start_node(fresh_dir("groups"))
+    settings = {}
+    if args.join_window_ms is not None:
+        settings["group_join_window_ms"] = str(args.join_window_ms)
+    node = start_node(fresh_dir("groups"), settings)
     try:
         bootstrap = node.kafka_address
         topic = "bench-groups"

@@ -292,6 +292,12 @@ class BrokerConfig:
     group_initial_rebalance_delay_ms: int = _setting(
         0, "Wait this long for more members before the first rebalance of a group.", "int"
     )
+    group_join_window_ms: int = _setting(
+        100,
+        "A rebalance completes once no new member has joined for this long (0: at once).",
+        "int",
+    )
+    group_members_max: int = _setting(1000, "Most members of one consumer group.", "int")
     group_session_timeout_ms_min: int = _setting(
         6000, "Smallest session timeout a member may ask for.", "int"
     )
@@ -307,6 +313,19 @@ class BrokerConfig:
     offsets_retention_ms: int = _setting(
         7 * _DAY_MS, "Keep committed offsets of an empty group this long.", "int"
     )
+    offsets_retention_check_interval_ms: int = _setting(
+        60_000, "How often expired offsets and empty groups are removed.", "int"
+    )
+    offsets_metadata_bytes_max: int = _setting(
+        4096, "Largest metadata string of one committed offset.", "int"
+    )
+    offsets_compaction_records_min: int = _setting(
+        1000,
+        "Compact a __consumer_offsets partition once it grew by more than this many records"
+        " (and offsets_compaction_live_ratio times its live keys).",
+        "int",
+    )
+    offsets_compaction_live_ratio: int = _setting(2, "See offsets_compaction_records_min.", "int")
     # Broker-to-broker transport.
     peer_queue_messages_max: int = _setting(
         10000, "Raft messages queued per peer before new ones are dropped.", "int"
@@ -412,10 +431,16 @@ _RANGES: tuple[tuple[str, int, int], ...] = (
     ("fetch_wait_ms_max", 0, 3_600_000),
     ("producer_id_expiration_ms", 1, 2**62),
     ("group_initial_rebalance_delay_ms", 0, 3_600_000),
+    ("group_join_window_ms", 0, 60_000),
+    ("group_members_max", 1, 1_000_000),
     ("group_session_timeout_ms_min", 1, _INT32_MAX),
     ("group_session_timeout_ms_max", 1, _INT32_MAX),
     ("offsets_topic_partitions", 1, 1000),
     ("offsets_retention_ms", 1, 2**62),
+    ("offsets_retention_check_interval_ms", 1, 2**62),
+    ("offsets_metadata_bytes_max", 0, 1 << 20),
+    ("offsets_compaction_records_min", 1, 2**62),
+    ("offsets_compaction_live_ratio", 1, 1000),
     ("peer_queue_messages_max", 1, 10_000_000),
     ("peer_frame_bytes_max", 1024, _INT32_MAX),
     ("peer_connect_timeout_ms", 1, 600_000),

@@ -43,6 +43,8 @@ OFFSETS_TOPIC = "__consumer_offsets"
 COORDINATOR_GROUP = 0
 COMMIT_TIMEOUT_MS = 10_000
 _LOAD_READ_BYTES = 4 << 20
+#: FindCoordinator waits at most this long for a leader, then for a loading shard.
+_FIND_WAIT_S = 3.0
 #: Under the default message_bytes_max (1 MiB), with room for batch overhead.
 _BATCH_BYTES_MAX = 512 << 10
 
@@ -112,11 +114,17 @@ class GroupService:
             CoordinatorConfig(
                 group=GroupConfig(
                     initial_rebalance_delay_ms=cfg.group_initial_rebalance_delay_ms,
+                    join_window_ms=cfg.group_join_window_ms,
                     offsets_retention_ms=cfg.offsets_retention_ms,
                     min_session_timeout_ms=cfg.group_session_timeout_ms_min,
                     max_session_timeout_ms=cfg.group_session_timeout_ms_max,
+                    group_members_max=cfg.group_members_max,
+                    offset_metadata_bytes_max=cfg.offsets_metadata_bytes_max,
                 ),
                 offsets_topic_partitions=cfg.offsets_topic_partitions,
+                offsets_expiry_interval_ms=cfg.offsets_retention_check_interval_ms,
+                compaction_records_min=cfg.offsets_compaction_records_min,
+                compaction_live_ratio=cfg.offsets_compaction_live_ratio,
             ),
             partition_exists=self._partition_exists,
         )
@@ -193,6 +201,39 @@ class GroupService:
         await asyncio.wait({self._creating}, timeout=5)
         await self.node.wait_for_partitions(OFFSETS_TOPIC, 5)
 
+    async def _await_leaders(self, keys: list[str]) -> None:
+        """Wait (bounded) until the partitions of `keys` have a known leader.
+
+        Why: a topic that was just created (by another request) has no leaders for some
+        milliseconds; COORDINATOR_NOT_AVAILABLE then would make clients query again
+        only after their coordinator-query interval (about a second for librdkafka).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _FIND_WAIT_S
+        shards = {self.coordinator.shard_for(key) for key in keys}
+        while loop.time() < deadline:
+            info = self.node.controller.image.topics.get(OFFSETS_TOPIC)
+            if info is None:
+                return
+            if all(self.node.leader_of(info.partitions[i]) is not None for i in shards):
+                return
+            await asyncio.sleep(self.node.config.tick_ms / 1000 / 2)
+
+    async def _await_load(self, keys: list[str]) -> None:
+        """Wait (bounded) until the shards of `keys` that this node is loading are loaded.
+
+        Why: right after `__consumer_offsets` is created (or this node took over), naming
+        this node at once sends the client into COORDINATOR_LOAD_IN_PROGRESS, and clients
+        back off for up to a second on that; the load itself takes milliseconds.
+        """
+        pending = {
+            task
+            for key in keys
+            if (task := self._loading.get(self.coordinator.shard_for(key))) is not None
+        }
+        if pending:
+            await asyncio.wait(pending, timeout=_FIND_WAIT_S)
+
     def _coordinator_for(self, key: str, listener: str) -> tuple[ErrorCode, Any]:
         info = self.node.controller.image.topics.get(OFFSETS_TOPIC)
         if info is None:
@@ -215,6 +256,9 @@ class GroupService:
             keys = list(request.coordinator_keys)
         else:
             keys = [request.key]
+        if request.key_type == COORDINATOR_GROUP:
+            await self._await_leaders(keys)
+            await self._await_load(keys)
         results = []
         for key in keys:
             if request.key_type != COORDINATOR_GROUP:

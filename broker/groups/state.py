@@ -31,6 +31,19 @@ append's result through `on_sync_stored`. Only then do members get their assignm
 Rule 4: offsets change only through `apply_offsets`, which the shell calls after the
 records are quorum-committed, so an acknowledged commit is always in the log.
 
+Rule 5 (join window): a rebalance completes when every known member has rejoined *and*
+no new member (a first JoinGroup that got MEMBER_ID_REQUIRED, or a member admitted) has
+arrived for `join_window_ms`; the rebalance timeout still forces it. Why: consumers that
+start together reach the coordinator tens of milliseconds apart. Completing the join as
+soon as the members known so far have joined hands out a generation that the next
+arrival at once invalidates (its join fails the parked SyncGroups with
+REBALANCE_IN_PROGRESS), and librdkafka sends at most one JoinGroup per second, so each
+such extra round costs its members about a second. This is Kafka's
+group.initial.rebalance.delay.ms idea (wait while members keep arriving) with a short,
+arrival-driven wait that also applies to later rebalances, so a lone consumer waits only
+the window rather than a fixed delay, and a rebalance without newcomers (a leave, a
+metadata change) does not wait at all.
+
 Invariant: `leader_id in members` whenever the group has members and is not Empty.
 Invariant: a member is awaiting join only in PreparingRebalance and awaiting sync only
 in CompletingRebalance.
@@ -71,6 +84,8 @@ class GroupConfig:
     """Coordinator settings (Kafka's group.* and offsets.* broker configs)."""
 
     initial_rebalance_delay_ms: int = 0
+    #: A rebalance completes only once no new member arrived for this long (see Rule 5).
+    join_window_ms: int = 0
     offsets_retention_ms: int = 7 * 24 * 3600 * 1000
     min_session_timeout_ms: int = 6000
     max_session_timeout_ms: int = 1_800_000
@@ -78,7 +93,7 @@ class GroupConfig:
     offset_metadata_bytes_max: int = 4096
 
     def __post_init__(self) -> None:
-        assert self.initial_rebalance_delay_ms >= 0
+        assert self.initial_rebalance_delay_ms >= 0 and self.join_window_ms >= 0
         assert self.offsets_retention_ms > 0
         assert 0 < self.min_session_timeout_ms <= self.max_session_timeout_ms
         assert self.group_members_max > 0
@@ -185,6 +200,7 @@ class Group:
         self.initial_delay_deadline_ms: int | None = None
         self.initial_delay_remaining_ms = 0
         self.initial_delay_new_member = False
+        self.join_window_deadline_ms: int | None = None
         self.sync_deadline_ms: int | None = None
         self.pending_sync: set[str] = set()
         self.storing_generation: int | None = None
@@ -202,7 +218,12 @@ class Group:
             for m in self.members.values()
             if not (m.awaiting_join or m.awaiting_sync)
         ]
-        for t in (self.initial_delay_deadline_ms, self.join_deadline_ms, self.sync_deadline_ms):
+        for t in (
+            self.initial_delay_deadline_ms,
+            self.join_window_deadline_ms,
+            self.join_deadline_ms,
+            self.sync_deadline_ms,
+        ):
             if t is not None:
                 times.append(t)
         return min(times) if times else None
@@ -299,6 +320,7 @@ class Group:
         elif p.require_known_member_id:
             # KIP-394: hand out the id first; the member only counts once it rejoins with it.
             self.pending_members[new_id] = now_ms + p.session_timeout_ms
+            self._note_arrival(now_ms)
             out.reply = JoinResult(new_id, ErrorCode.MEMBER_ID_REQUIRED)
         else:
             self._add_member_and_rebalance(now_ms, p, new_id, out)
@@ -390,9 +412,15 @@ class Group:
         if self.protocol_type is None:
             self.protocol_type = p.protocol_type
         self.initial_delay_new_member = True
+        self._note_arrival(now_ms)
         out.parked = member_id
         self._maybe_prepare_rebalance(now_ms, out)
         self._maybe_complete_join(now_ms, out)
+
+    def _note_arrival(self, now_ms: int) -> None:
+        """A new member showed up: hold the join open for the join window (Rule 5)."""
+        if self.config.join_window_ms > 0:
+            self.join_window_deadline_ms = now_ms + self.config.join_window_ms
 
     def _update_member_and_rebalance(
         self, now_ms: int, member: Member, p: JoinParams, out: Outcome
@@ -467,6 +495,9 @@ class Group:
             return
         if self.initial_delay_deadline_ms is not None:
             return
+        window = self.join_window_deadline_ms
+        if window is not None and now_ms < window and not force:
+            return
         all_joined = not self.pending_members and all(
             m.awaiting_join for m in self.members.values()
         )
@@ -478,6 +509,7 @@ class Group:
 
     def _complete_join(self, now_ms: int, out: Outcome) -> None:
         self.join_deadline_ms = None
+        self.join_window_deadline_ms = None
         self.generation_id += 1
         if not self.members:
             self.protocol_name = None
@@ -684,6 +716,10 @@ class Group:
             del self.pending_members[member_id]
         if self.initial_delay_deadline_ms is not None and self.initial_delay_deadline_ms <= now_ms:
             self._fire_initial_delay(now_ms, out)
+        window_closed = False
+        if self.join_window_deadline_ms is not None and self.join_window_deadline_ms <= now_ms:
+            self.join_window_deadline_ms = None
+            window_closed = True
         if self.join_deadline_ms is not None and self.join_deadline_ms <= now_ms:
             self._maybe_complete_join(now_ms, out, force=True)
         if self.sync_deadline_ms is not None and self.sync_deadline_ms <= now_ms:
@@ -695,8 +731,9 @@ class Group:
                 removed = True
         if removed:
             self._after_removal(now_ms, out)
-        elif expired:
-            self._maybe_complete_join(now_ms, out)  # a pending member no longer holds it up
+        elif expired or window_closed:
+            # A pending member or the join window no longer holds the join up.
+            self._maybe_complete_join(now_ms, out)
         return out
 
     def _fire_initial_delay(self, now_ms: int, out: Outcome) -> None:

@@ -147,7 +147,7 @@ ops = st.lists(
         st.tuples(st.just("stored"), st.sampled_from([ErrorCode.NONE, ErrorCode.NOT_COORDINATOR])),
         st.tuples(st.just("heartbeat"), st.sampled_from(MEMBER_IDS)),
         st.tuples(st.just("leave"), st.sampled_from(MEMBER_IDS)),
-        st.tuples(st.just("advance"), st.integers(0, 25_000)),
+        st.tuples(st.just("advance"), st.integers(0, 25_000) | st.sampled_from([40, 80, 120])),
     ),
     max_size=40,
 )
@@ -169,9 +169,11 @@ def check_invariants(g: Group) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(ops, st.sampled_from([0, 3000]))
-def test_random_operations_keep_invariants(script: list[tuple[object, ...]], delay: int) -> None:
-    g = Group("g", GroupConfig(initial_rebalance_delay_ms=delay), 0)
+@given(ops, st.sampled_from([0, 3000]), st.sampled_from([0, 100]))
+def test_random_operations_keep_invariants(
+    script: list[tuple[object, ...]], delay: int, window: int
+) -> None:
+    g = Group("g", GroupConfig(initial_rebalance_delay_ms=delay, join_window_ms=window), 0)
     now = 0
     fresh = iter(range(1000))  # member ids are unique, as the coordinator's uuids are
     for op in script:

@@ -375,3 +375,40 @@ def test_offsets_of_empty_consumer_group_expire_after_retention() -> None:
     assert g.state is GroupState.EMPTY
     assert g.expired_offsets(5999, 1000) == []
     assert g.expired_offsets(6000, 1000) == [("t", 0)]
+
+
+def test_join_window_gathers_members_that_arrive_close_together() -> None:
+    """Rule 5: one generation for members arriving within the window of each other."""
+    g = Group("g", GroupConfig(join_window_ms=100), 0)
+    out = g.join(0, params(), "a")
+    assert out.parked == "a" and not out.joins and g.next_deadline_ms() == 100
+    first = g.join(60, params(require_known=True), "b")  # MEMBER_ID_REQUIRED extends it
+    assert isinstance(first.reply, JoinResult) and first.reply.member_id == "b"
+    assert not g.poll(100).joins and g.next_deadline_ms() == 160
+    assert g.join(70, params("b"), "unused").parked == "b"
+    assert not g.poll(160).joins  # b was admitted at 70: the window runs to 170
+    out = g.poll(170)
+    assert set(joins_by_member(out)) == {"a", "b"} and g.generation_id == 1
+
+
+def test_join_window_does_not_delay_a_rebalance_without_newcomers() -> None:
+    g = Group("g", GroupConfig(join_window_ms=100), 0)
+    g.join(0, params(), "a")
+    g.join(0, params(), "b")
+    g.poll(100)
+    stabilize(g, 100)
+    errors, _ = g.leave(1000, [("b", None)])
+    assert errors == [ErrorCode.NONE] and g.state is GroupState.PREPARING_REBALANCE
+    out = g.join(1001, params("a"), "unused")
+    assert set(joins_by_member(out)) == {"a"} and g.generation_id == 2
+
+
+def test_join_window_never_outlasts_the_rebalance_timeout() -> None:
+    g = Group("g", GroupConfig(join_window_ms=100), 0)
+    g.join(0, params(), "a")
+    for t in range(90, REBALANCE_MS, 90):  # a newcomer every 90 ms keeps the window open
+        g.join(t, params(require_known=True), f"p{t}")
+        g.poll(t)
+        assert g.generation_id == 0
+    out = g.poll(REBALANCE_MS)
+    assert set(joins_by_member(out)) == {"a"} and g.generation_id == 1
