@@ -32,6 +32,10 @@ data directories):
   `raft-leader` lines every node logs when it wins an election.
 - replica_divergence: replicas of a partition holding different entries below the
   high watermark (compared frame by frame, see `replicas.py`).
+- corrupt_leader_before_resync: a node restarted with a corrupted segment that came
+  back on its own won an election for that partition's raft group before it had caught
+  up (between its restart and the moment it was ready and had the leader's high
+  watermark, as the nemesis observed them; log timestamps are wall-clock).
 
 Availability: for each fault window (nemesis start ok .. stop invoke) the longest stretch
 in which some partition acknowledged no send, and the recovery time after the stop until every
@@ -73,6 +77,7 @@ SAFETY_ANOMALIES = (
     "final_commit_regression",
     "election_safety",
     "replica_divergence",
+    "corrupt_leader_before_resync",
 )
 
 
@@ -102,6 +107,9 @@ class CheckResult:
     counts: dict[str, int]
     anomalies: dict[str, list[dict[str, Any]]]
     faults: list[FaultWindow] = field(default_factory=list)
+    # How each corrupted node came back: {"fault_id", "victim", "mode", "recovery",
+    # "ready_s", "resync_s"} from the nemesis's stop events.
+    recoveries: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def valid(self) -> bool:
@@ -366,6 +374,7 @@ def check(ops: Sequence[Op]) -> CheckResult:
         **group_anomalies(ops),
         "election_safety": election_safety(ops),
         "replica_divergence": replica_divergence(ops),
+        "corrupt_leader_before_resync": corrupt_leader_before_resync(ops),
     }
     counts = {
         "sends": len(sends.invoked),
@@ -382,7 +391,17 @@ def check(ops: Sequence[Op]) -> CheckResult:
         "replica_entries_compared": sum(int(op.value.get("compared", 0)) for op in ops
                                         if op.f == "replica-compare" and op.type == "ok"),
     }  # fmt: skip
-    return CheckResult(counts, anomalies, fault_windows(ops))
+    return CheckResult(counts, anomalies, fault_windows(ops), node_recoveries(ops))
+
+
+def node_recoveries(ops: Sequence[Op]) -> list[dict[str, Any]]:
+    keys = ("fault_id", "victim", "mode", "recovery", "ready_s", "resync_s", "not_ready")
+    return [
+        {k: op.value[k] for k in keys if k in op.value}
+        for op in ops
+        if op.f == "nemesis" and op.type == "ok" and isinstance(op.value, dict)
+        and op.value.get("phase") == "stop" and "recovery" in op.value
+    ]  # fmt: skip
 
 
 def _offsets(value: Any) -> dict[int, int]:
@@ -453,6 +472,27 @@ def election_safety(ops: Sequence[Op]) -> list[dict[str, Any]]:
         for (g, t), nodes in sorted(leaders.items())
         if len(nodes) > 1
     ]
+
+
+def corrupt_leader_before_resync(ops: Sequence[Op]) -> list[dict[str, Any]]:
+    recoveries = [
+        op.value for op in ops
+        if op.f == "nemesis" and op.type == "ok" and isinstance(op.value, dict)
+        and op.value.get("phase") == "stop" and op.value.get("fault") == "corrupt"
+        and op.value.get("recovery") == "self" and op.value.get("group_id") is not None
+    ]  # fmt: skip
+    out = []
+    for op in ops:
+        if op.f != "raft-leader" or op.value.get("wall") is None:
+            continue
+        v = op.value
+        for r in recoveries:
+            if (int(v["node"]) == int(r["victim"]) and int(v["group"]) == int(r["group_id"])
+                    and r["restart_wall"] <= v["wall"] < r["caught_up_wall"]):  # fmt: skip
+                out.append({"node": v["node"], "group": v["group"], "term": v["term"],
+                            "won_after_restart_s": round(v["wall"] - r["restart_wall"], 3),
+                            "caught_up_after_s": round(r["caught_up_wall"] - r["restart_wall"], 3)})  # fmt: skip
+    return out
 
 
 def replica_divergence(ops: Sequence[Op]) -> list[dict[str, Any]]:

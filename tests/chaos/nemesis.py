@@ -358,6 +358,7 @@ class NemesisRunner:
         """
         node = self.cluster.node(int(applied["victim"]))
         started = time.monotonic()
+        restart_wall = time.time()  # the broker logs wall-clock times: compare in those
         log_from = node.log_path.stat().st_size if node.log_path.exists() else 0
         node.start()
         outcome = "self"
@@ -368,7 +369,9 @@ class NemesisRunner:
             outcome = self._repair(node, applied, log_from)
         ready_s = round(time.monotonic() - started, 3)
         resync_s = self._await_resync(node.node_id, int(fault.params["partition"])) if outcome != "failed" else None  # fmt: skip
+        caught_up_s = ready_s + resync_s if resync_s is not None else ready_s
         return {"recovery": outcome, "ready_s": ready_s, "resync_s": resync_s,
+                "restart_wall": restart_wall, "caught_up_wall": restart_wall + caught_up_s,
                 **{k: applied[k] for k in ("not_ready",) if k in applied}}  # fmt: skip
 
     def _repair(self, node: BrokerProcess, applied: dict[str, Any], log_from: int) -> str:
@@ -455,8 +458,11 @@ def corrupt_segment(data_dir: Path, topic: str, partition: int, mode: str, where
     backup = data_dir.parent / "chaos-backups" / f"{data_dir.name}-{topic}-{partition}-{path.name}"
     backup.parent.mkdir(exist_ok=True)
     backup.write_bytes(original)
+    group_id = None
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        group_id = json.loads((directory / "partition.json").read_text()).get("group_id")
     return {"file": str(path), "backup": str(backup), "at": at, "file_bytes": len(original),
-            "mode": mode, "damaged_sha": _digest(damaged)}  # fmt: skip
+            "mode": mode, "damaged_sha": _digest(damaged), "group_id": group_id}  # fmt: skip
 
 
 def restore_segment(applied: dict[str, Any]) -> bool:

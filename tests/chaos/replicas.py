@@ -16,28 +16,47 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from storage.frame import EntryKind, FrameStatus, decode
 
 LEADER_LINE = re.compile(r"raft-leader group=(\d+) term=(\d+) node=(\d+)")
+# The line's timestamp in the text format (ts=...) or the JSON format ("ts": "...").
+TIMESTAMP = re.compile(r'(?:^ts=|"ts":\s*")(\d{4}-\d\d-\d\dT[\d:.]+Z?)')
 SEGMENT_NAME = re.compile(r"\d{20}\.log")
 PAYLOAD_BYTES_MAX = 64 << 20  # plausibility bound for a frame's length while reading
 DIVERGENCE_EXAMPLES_MAX = 50
 
 
-def leader_events(log_paths: Mapping[int, Path]) -> list[dict[str, int]]:
-    """Every `raft-leader` line in the nodes' logs, as {"group", "term", "node", "log"}."""
-    events = []
+def leader_events(log_paths: Mapping[int, Path]) -> list[dict[str, Any]]:
+    """Every `raft-leader` line in the nodes' logs, as {"group", "term", "node", "log",
+    "wall"} (wall: the line's timestamp in Unix seconds, None if it has none)."""
+    events: list[dict[str, Any]] = []
     for node_id, path in sorted(log_paths.items()):
         try:
             text = path.read_text(errors="replace")
         except OSError:
             continue
-        for m in LEADER_LINE.finditer(text):
-            events.append({"group": int(m[1]), "term": int(m[2]), "node": int(m[3]), "log": node_id})  # fmt: skip
+        for line in text.splitlines():
+            m = LEADER_LINE.search(line)
+            if m is None:
+                continue
+            events.append({"group": int(m[1]), "term": int(m[2]), "node": int(m[3]),
+                           "log": node_id, "wall": _wall(line)})  # fmt: skip
     return events
+
+
+def _wall(line: str) -> float | None:
+    m = TIMESTAMP.search(line)
+    if m is None:
+        return None
+    stamp = m[1] if m[1].endswith("Z") else m[1] + "Z"
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -255,6 +255,7 @@ def write_report(run_dir: Path, cfg: RunConfig, result: CheckResult, summary: Ru
         "anomalies": {k: v[:EXAMPLES_MAX] for k, v in result.anomalies.items() if v},
         "faults": [asdict(w) for w in result.faults],
         "availability_by_kind": [asdict(k) for k in availability_by_kind(result.faults)],
+        "corrupted_node_recoveries": result.recoveries,
     }
     (run_dir / "report.json").write_text(json.dumps(report, indent=1, default=str))
     (run_dir / "report.txt").write_text(render_report(result, summary))
@@ -287,10 +288,17 @@ def render_report(result: CheckResult, s: RunSummary) -> str:
             f"{k.worst_gap_s:.2f} s (median {k.median_gap_s:.2f}), recovery after heal median "
             f"{med} s, worst {worst} s, not recovered {k.unrecovered}"
         )
+    for r in result.recoveries:
+        lines.append(
+            f"  corrupted node {r.get('victim')} ({r.get('mode')}, fault {r.get('fault_id')}): "
+            f"recovery {r.get('recovery')}, ready after {r.get('ready_s')} s, partition re-synced "
+            f"{r.get('resync_s')} s later" + (f"; first not ready: {r['not_ready']}" if "not_ready" in r else "")
+        )  # fmt: skip
     for w in result.faults:
         rec = f"{w.recovery_ns / 1e9:.2f} s" if w.recovery_ns is not None else "n/a"
+        detail = {k: v for k, v in w.detail.items() if k not in ("damaged_sha", "backup")}
         lines.append(
-            f"  fault {w.fault_id} {w.fault} {w.detail}: {(w.stop_ns - w.start_ns) / 1e9:.1f} s, "
+            f"  fault {w.fault_id} {w.fault} {detail}: {(w.stop_ns - w.start_ns) / 1e9:.1f} s, "
             f"ok sends {w.ok_sends}, longest gap {w.longest_gap_ns / 1e9:.2f} s, recovery {rec}"
         )
     for name in SAFETY_ANOMALIES:

@@ -360,6 +360,35 @@ def test_leader_events_parse_both_log_formats(tmp_path: Path) -> None:
     (tmp_path / "node-1.log").write_text(text)
     events = leader_events({1: tmp_path / "node-1.log", 2: tmp_path / "missing.log"})
     assert [(e["group"], e["term"], e["node"]) for e in events] == [(7, 3, 1), (2, 9, 1)]
+    assert events[0]["wall"] is None  # "x" is no timestamp
+
+
+def test_leader_event_timestamps(tmp_path: Path) -> None:
+    line = 'ts=2026-01-01T00:00:01.500Z level=INFO node=2 msg="raft-leader group=1 term=2 node=2"'
+    (tmp_path / "n.log").write_text(line + "\n")
+    (event,) = leader_events({2: tmp_path / "n.log"})
+    assert event["wall"] == 1767225601.5
+
+
+def test_a_corrupted_node_must_not_lead_its_group_before_it_caught_up() -> None:
+    h = clean()
+    stop = {"phase": "stop", "fault": "corrupt", "fault_id": 1, "victim": 2, "group_id": 5,
+            "recovery": "self", "restart_wall": 1000.0, "caught_up_wall": 1004.0}  # fmt: skip
+    h._add(100, "nemesis", "ok", "nemesis", 77, stop)
+
+    def won(node: int, group: int, term: int, wall: float) -> None:
+        h._add(10_000, f"node-{node}", "ok", "raft-leader", -1,
+               {"group": group, "term": term, "node": node, "log": node, "wall": wall})  # fmt: skip
+
+    assert check(h.ops).recoveries == [{"fault_id": 1, "victim": 2, "recovery": "self"}]
+    won(2, 5, 1, 999.0)  # before the restart
+    won(2, 5, 3, 1005.0)  # after catching up
+    won(2, 6, 1, 1001.0)  # another group
+    won(3, 5, 2, 1001.0)  # another node
+    assert check(h.ops).valid
+    won(2, 5, 9, 1002.5)
+    rows = check(h.ops).anomalies["corrupt_leader_before_resync"]
+    assert rows == [{"node": 2, "group": 5, "term": 9, "won_after_restart_s": 2.5, "caught_up_after_s": 4.0}]  # fmt: skip
 
 
 def _write_segment(path: Path, entries: list[tuple[int, int, int, bytes]]) -> None:
@@ -397,8 +426,10 @@ def test_corrupt_segment_flips_or_truncates_and_restores(tmp_path: Path) -> None
     entries = [(i, 1, i - 1, b"x" * 100) for i in range(1, 11)]
     segment = tmp_path / "node-1" / "t-0" / f"{1:020d}.log"
     _write_segment(segment, entries)
+    (segment.parent / "partition.json").write_text('{"topic_id": "x", "group_id": 12}')
     original = segment.read_bytes()
     applied = corrupt_segment(tmp_path / "node-1", "t", 0, "flip", 0.5)
+    assert applied["group_id"] == 12
     damaged = segment.read_bytes()
     assert len(damaged) == len(original) and damaged != original
     assert sum(a != b for a, b in zip(damaged, original, strict=True)) == 8
