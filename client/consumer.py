@@ -406,6 +406,13 @@ class Consumer:
 
     async def getone(self, *tps: TopicPartition) -> ConsumerRecord:
         """The next record (waits as long as it takes)."""
+        if not tps:
+            self._check_open()
+            record = self._fetcher.take_one()
+            if record is not None:
+                if self._key_deserializer is None and self._value_deserializer is None:
+                    return record
+                return self._deserialize({record.tp: [record]})[record.tp][0]
         while True:
             out = await self.getmany(*tps, timeout_ms=60000, max_records=1)
             for records in out.values():

@@ -140,7 +140,7 @@ class SubscriptionState:
 class _CompletedFetch:
     """One partition's answer from one Fetch response, decoded on demand."""
 
-    __slots__ = ("batches", "fetch_offset", "nbytes", "next_offset", "pending", "tp")
+    __slots__ = ("batches", "fetch_offset", "nbytes", "next_offset", "pending", "taken", "tp")
 
     def __init__(self, tp: TopicPartition, fetch_offset: int, data: bytes) -> None:
         self.tp = tp
@@ -148,7 +148,14 @@ class _CompletedFetch:
         self.next_offset = fetch_offset  # the position this entry continues from
         self.nbytes = len(data)
         self.batches: deque[memoryview] = deque(records.iter_batches(data))
-        self.pending: deque[ConsumerRecord] = deque()
+        # The decoded batch being handed out: pending[taken:] are still to go. A list and
+        # an index, so that a whole batch goes out as the list itself (no copy).
+        self.pending: list[ConsumerRecord] = []
+        self.taken = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.taken >= len(self.pending) and not self.batches
 
 
 PositionInitializer = Callable[[list[TopicPartition]], Awaitable[dict[TopicPartition, int]]]
@@ -499,12 +506,16 @@ class Fetcher:
             if state.paused or (wanted is not None and c.tp not in wanted):
                 i += 1
                 continue
-            while budget > 0 and (c.pending or c.batches):
+            while budget > 0 and not c.exhausted:
                 got = self._drain_one(c, state, budget)
                 if got:
-                    out.setdefault(c.tp, []).extend(got)
+                    have = out.get(c.tp)
+                    if have is None:
+                        out[c.tp] = got
+                    else:
+                        have.extend(got)
                     budget -= len(got)
-            if not c.pending and not c.batches:
+            if c.exhausted:
                 self._retire(i)
             else:
                 i += 1
@@ -529,13 +540,38 @@ class Fetcher:
             del self._buffered_count[c.tp]
             del self._fetch_end[c.tp]
 
+    def take_one(self) -> ConsumerRecord | None:
+        """The next buffered record of any partition, or None; take()'s rules, less work.
+
+        The per-record path of getone() and `async for`: when the first buffered entry
+        has decoded records left and its partition is readable, pop one and advance the
+        position; anything else (a new batch to decode, a seek, a pause, an error) goes
+        through take().
+        """
+        completed = self._completed
+        if completed and self._error is None:
+            c = completed[0]
+            pending = c.pending
+            taken = c.taken
+            if taken < len(pending):
+                state = self._subs.assignment.get(c.tp)
+                if state is not None and not state.paused and state.position == c.next_offset:
+                    record = pending[taken]
+                    c.taken = taken + 1
+                    state.position = c.next_offset = record.offset + 1
+                    if c.exhausted:
+                        self._retire(0)
+                    return record
+        for got in self.take(None, 1).values():
+            return got[0]
+        return None
+
     def _drain_one(
         self, c: _CompletedFetch, state: PartitionState, budget: int
     ) -> list[ConsumerRecord]:
         position = state.position
         assert position is not None
-        pending = c.pending
-        while not pending and c.batches:
+        while c.taken >= len(c.pending) and c.batches:
             view = c.batches.popleft()
             header = records.read_batch_header(view)
             if header.is_control or header.last_offset < position:
@@ -543,22 +579,28 @@ class Fetcher:
                 # aborted or already consumed batches) so it is never fetched again.
                 position = max(position, header.last_offset + 1)
                 continue
-            self._decode(c, view, header, position)
-            if not pending:  # every remaining record was compacted away
+            c.pending = self._decode(c, view, header, position)
+            c.taken = 0
+            if not c.pending:  # every remaining record was compacted away
                 position = header.last_offset + 1
-        if pending:
-            if len(pending) <= budget:
-                got = list(pending)
-                pending.clear()
+        pending, taken = c.pending, c.taken
+        left = len(pending) - taken
+        if left > 0:
+            if taken == 0 and left <= budget:
+                got = pending  # the whole batch: hand the list itself out, keep nothing
+                c.pending = []
             else:
-                got = [pending.popleft() for _ in range(budget)]
+                got = pending[taken : taken + budget]
+                c.taken = taken + len(got)
             position = got[-1].offset + 1
         else:
             got = []
         state.position = c.next_offset = position
         return got
 
-    def _decode(self, c: _CompletedFetch, view: memoryview, header: Any, position: int) -> None:
+    def _decode(
+        self, c: _CompletedFetch, view: memoryview, header: Any, position: int
+    ) -> list[ConsumerRecord]:
         cols = records.decode_batch_columns(view)
         offsets = cols.offsets
         timestamps: Iterable[int] = cols.timestamps_ms
@@ -571,10 +613,10 @@ class Fetcher:
             cols.values, cols.headers, repeat(header.timestamp_type),
             repeat(header.partition_leader_epoch),
         )  # fmt: skip
-        built: Iterable[ConsumerRecord] = map(tuple.__new__, repeat(ConsumerRecord), rows)
+        built = list(map(tuple.__new__, repeat(ConsumerRecord), rows))
         if offsets and offsets[0] < position:  # a batch that starts before position
-            built = (r for r in built if r.offset >= position)
-        c.pending.extend(built)
+            return [r for r in built if r.offset >= position]
+        return built
 
     async def wait_for_records(self, timeout_ms: float | None) -> bool:
         """Wait until a new fetch result (or an error) arrives; call after an empty take()."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import chain, repeat
 from typing import NamedTuple
 
 from crc32c import crc32c
@@ -476,16 +476,34 @@ def decode_batch_columns(
     decompressed_bytes_max: int = DECOMPRESSED_BYTES_MAX_DEFAULT,
 ) -> BatchColumns:
     """decode_batch's checks and records, as columns (see BatchColumns)."""
-    header, rows = _decode_batch_rows(buf, decompressed_bytes_max)
-    if not rows:
+    header, data = _records_area(buf, decompressed_bytes_max)
+    segments = _decode_segments(
+        data, header.records_count, header.base_offset, header.base_timestamp
+    )
+    columns = [s if isinstance(s, tuple) else tuple(zip(*s, strict=True)) for s in segments]
+    columns = [c for c in columns if c]
+    if not columns:
         return BatchColumns(header, (), (), (), (), ())
-    offsets, timestamps, keys, values, headers = zip(*rows, strict=True)
+    if len(columns) == 1:
+        return BatchColumns(header, *columns[0])
+    offsets, timestamps, keys, values, headers = (
+        tuple(chain.from_iterable(parts)) for parts in zip(*columns, strict=True)
+    )
     return BatchColumns(header, offsets, timestamps, keys, values, headers)
 
 
 def _decode_batch_rows(
     buf: bytes | bytearray | memoryview, decompressed_bytes_max: int
 ) -> tuple[BatchHeader, list[Row]]:
+    header, data = _records_area(buf, decompressed_bytes_max)
+    rows = _decode_rows(data, header.records_count, header.base_offset, header.base_timestamp)
+    return header, rows
+
+
+def _records_area(
+    buf: bytes | bytearray | memoryview, decompressed_bytes_max: int
+) -> tuple[BatchHeader, bytes]:
+    """A validated batch's header and its records area, decompressed."""
     header = validate_batch(buf, produce=False)
     view = memoryview(buf)[RECORDS_OFFSET:]
     codec = header.attributes & COMPRESSION_MASK
@@ -495,8 +513,7 @@ def _decode_batch_rows(
             raise CorruptRecordError(f"record count {header.records_count} cannot fit")
     else:
         data = bytes(view)
-    rows = _decode_rows(data, header.records_count, header.base_offset, header.base_timestamp)
-    return header, rows
+    return header, data
 
 
 def decode_batches(
@@ -524,7 +541,203 @@ def _decode_records(
 
 
 def _decode_rows(data: bytes, count: int, base_offset: int, base_timestamp: int) -> list[Row]:
-    """(offset, timestamp_ms, key, value, headers) of each record of an uncompressed records area.
+    """(offset, timestamp_ms, key, value, headers) of each record of an uncompressed records area."""
+    segments = _decode_segments(data, count, base_offset, base_timestamp)
+    if len(segments) == 1 and isinstance(segments[0], list):
+        return segments[0]
+    rows: list[Row] = []
+    for segment in segments:
+        rows.extend(segment if isinstance(segment, list) else zip(*segment, strict=True))
+    return rows
+
+
+Columns = tuple[
+    tuple[int, ...],
+    tuple[int, ...],
+    tuple[bytes | None, ...],
+    tuple[bytes | None, ...],
+    tuple[Headers, ...],
+]
+Segment = list[Row] | Columns  # records read one by one, or a run read column-wise
+
+
+def _decode_segments(
+    data: bytes, count: int, base_offset: int, base_timestamp: int
+) -> list[Segment]:
+    """The records of an uncompressed records area, in order, as rows or columns.
+
+    Runs of records with the same shape (what one producer's batch of equal-sized
+    values is made of) are read column-wise by C code (_uniform_run, _run_columns);
+    the others, record by record (_decode_some). A failed run attempt doubles the
+    number of records read one by one before the next attempt, so batches of
+    varied records pay for O(log count) attempts only.
+    """
+    segments: list[Segment] = []
+    rows: list[Row] = []
+    pos = 0
+    done = 0
+    singles = _SINGLES_MIN
+    while done < count:
+        left = count - done
+        run = _uniform_run(data, pos, left) if left >= _RUN_MIN else None
+        if run is not None:
+            if rows:
+                segments.append(rows)
+                rows = []
+            segments.append(_run_columns(data, pos, run, base_offset, base_timestamp))
+            pos += run.size * run.stride
+            done += run.size
+            singles = _SINGLES_MIN
+        else:
+            n = min(singles, left)
+            pos = _decode_some(rows, data, pos, n, base_offset, base_timestamp)
+            done += n
+            singles = min(singles * 2, _SINGLES_MAX)
+    if rows or not segments:
+        segments.append(rows)
+    if pos != len(data):
+        raise CorruptRecordError("bytes left after the declared record count")
+    return segments
+
+
+# A run shorter than this is read record by record: the column set-up would cost more.
+_RUN_MIN = 8
+_SINGLES_MIN = 8
+_SINGLES_MAX = 256
+# Byte translation keeping only the continuation bit: b"\0" for a varint's last byte.
+_HIGH_BIT = bytes(b & 0x80 for b in range(0x100))
+# A 2-byte varint read as a little-endian uint16 (first byte >= 0x80, second < 0x80),
+# decoded by one lookup.
+_V2_LE: list[int] = [
+    (((lo & 0x7F) | (hi << 7)) >> 1) ^ -(((lo & 0x7F) | (hi << 7)) & 1)
+    for hi in range(0x80)
+    for lo in range(0x100)
+]
+_RUN_STRUCTS: dict[str, struct.Struct] = {}
+_RUN_STRUCTS_MAX = 256
+
+
+class _Run(NamedTuple):
+    """`size` records of `stride` bytes each, laid out alike (see _uniform_run)."""
+
+    size: int  # records in the run
+    stride: int
+    layout: struct.Struct  # fields: timestamp delta, offset delta[, key][, value]
+    timestamp_wide: bool  # the deltas are 2-byte varints, else 1-byte
+    offset_wide: bool
+    key_null: bool
+    value_null: bool
+
+
+def _varint_width(rec: bytes, p: int) -> int:
+    """1 or 2 for a varint of that width at rec[p], else 0 (wider: not handled by runs)."""
+    if rec[p] < 0x80:
+        return 1
+    return 2 if rec[p + 1] < 0x80 else 0
+
+
+def _length_field(rec: bytes, p: int) -> tuple[int, int, bool]:
+    """(width, length, null) of the 1- or 2-byte length varint at rec[p]; width 0 if other."""
+    b = rec[p]
+    if b == 1:
+        return 1, 0, True
+    if b < 0x80:
+        size = _L1[b]
+        return (0, 0, False) if size is None else (1, size, False)
+    row = _L2[b]
+    c = rec[p + 1]
+    size = None if row is None or c >= 0x80 else row[c]
+    return (0, 0, False) if size is None else (2, size, False)
+
+
+def _uniform_run(data: bytes, pos: int, left: int) -> _Run | None:
+    """How many records from `pos` have the shape of the one at `pos`, if at least _RUN_MIN.
+
+    Shape: every varint 1 or 2 bytes, no headers, and the same bytes for the
+    length, key length and value length fields, and the same widths of the
+    timestamp and offset deltas. Records of one shape have one length, so the
+    n-th starts n strides on (by induction over the equal length bytes), and one
+    struct format reads them all. Checked by strided slices, in C.
+    """
+    try:
+        lb, length, null = _length_field(data, pos)
+        if not lb or null or length < 2:
+            return None
+        stride = lb + length
+        rec = data[pos : pos + stride]
+        p = lb + 1  # attributes: unused in v2
+        tw = _varint_width(rec, p)
+        ow = _varint_width(rec, p + tw) if tw else 0
+        if not ow:
+            return None
+        p += tw + ow
+        kb, key_size, key_null = _length_field(rec, p)
+        if not kb:
+            return None
+        p += kb + key_size
+        vb, value_size, value_null = _length_field(rec, p)
+        if not vb:
+            return None
+        p += vb + value_size
+        if p != stride - 1 or rec[p] != 0:
+            return None
+    except IndexError:
+        return None
+    n = min(left, (len(data) - pos) // stride)
+    if n < _RUN_MIN:
+        return None
+    stop = pos + n * stride
+    # Positions in the record whose byte must be the same in all, and the varint bytes.
+    same = [*range(lb), *range(p - value_size - vb - key_size - kb, p - value_size - vb - key_size)]
+    same += [*range(p - value_size - vb, p - value_size), stride - 1]
+    for a in same:
+        column = data[pos + a : stop : stride]
+        n = min(n, len(column) - len(column.lstrip(rec[a : a + 1])))
+    delta_at = lb + 1
+    for width in (tw, ow):
+        for i in range(width):
+            column = data[pos + delta_at + i : stop : stride].translate(_HIGH_BIT)
+            n = min(n, len(column) - len(column.lstrip(b"\x80" if i < width - 1 else b"\0")))
+        delta_at += width
+    if n < _RUN_MIN:
+        return None
+    fmt = "<%dx%s%s%dx%s%dx%s1x" % (  # noqa: UP031 (one format call per run, read as a table)
+        lb + 1,
+        "H" if tw == 2 else "B",
+        "H" if ow == 2 else "B",
+        kb,
+        "" if key_null else f"{key_size}s",
+        vb,
+        "" if value_null else f"{value_size}s",
+    )
+    layout = _RUN_STRUCTS.get(fmt)
+    if layout is None:
+        if len(_RUN_STRUCTS) >= _RUN_STRUCTS_MAX:
+            _RUN_STRUCTS.clear()
+        layout = _RUN_STRUCTS[fmt] = struct.Struct(fmt)
+    return _Run(n, stride, layout, tw == 2, ow == 2, key_null, value_null)
+
+
+def _run_columns(
+    data: bytes, pos: int, run: _Run, base_offset: int, base_timestamp: int
+) -> Columns:
+    """The columns of a run found by _uniform_run, built by C loops (struct, map, zip)."""
+    n = run.size
+    fields = list(zip(*run.layout.iter_unpack(memoryview(data)[pos : pos + n * run.stride])))
+    timestamp_table = _V2_LE if run.timestamp_wide else _V1
+    offset_table = _V2_LE if run.offset_wide else _V1
+    timestamps = tuple(map(base_timestamp.__add__, map(timestamp_table.__getitem__, fields[0])))
+    offsets = tuple(map(base_offset.__add__, map(offset_table.__getitem__, fields[1])))
+    nulls: tuple[None, ...] = (None,) * n
+    keys: tuple[bytes | None, ...] = nulls if run.key_null else fields[2]
+    values: tuple[bytes | None, ...] = nulls if run.value_null else fields[-1]
+    return offsets, timestamps, keys, values, ((),) * n
+
+
+def _decode_some(
+    rows: list[Row], data: bytes, pos: int, n: int, base_offset: int, base_timestamp: int
+) -> int:
+    """Append the rows of `n` records starting at `pos`; return the position after them.
 
     The fast loop assumes what nearly every record looks like: varints of one or
     two bytes and non-negative lengths (the tables turn anything else into
@@ -541,14 +754,13 @@ def _decode_rows(data: bytes, count: int, base_offset: int, base_timestamp: int)
     l1p = _L1P
     l2p = _L2P
     slow = decode_varint
-    rows: list[Row] = []
     append = rows.append
-    pos = 0
-    done = 0
-    # Each pass consumes at least one record or raises: at most `count` passes.
-    while done < count:
+    goal = len(rows) + n
+    done = len(rows)
+    # Each pass consumes at least one record or raises: at most `n` passes.
+    while done < goal:
         try:
-            for _ in repeat(None, count - done):
+            for _ in repeat(None, goal - done):
                 b = data[pos]
                 if b < 0x80:
                     end = pos + l1p[b]  # type: ignore[operator]
@@ -626,9 +838,7 @@ def _decode_rows(data: bytes, count: int, base_offset: int, base_timestamp: int)
             row, pos = _decode_record(data, pos, base_offset, base_timestamp)
             append(row)
         done = len(rows)
-    if pos != len(data):
-        raise CorruptRecordError("bytes left after the declared record count")
-    return rows
+    return pos
 
 
 def _value_and_headers(rec: bytes, pos: int, size: int) -> tuple[bytes | None, Headers]:
