@@ -63,14 +63,19 @@ MODULES = (
     Module("broker", quick=("--seconds", "2", "--starts", "2", "--latency-count", "200")),
     Module("node", quick=("--quick",)),
     Module("cluster", quick=("--quick",)),
-    Module("peers", quick=("--quick",)),
+    Module(
+        "peers",
+        full=("--sizes", "100,1024,16384", "--seconds", "4"),
+        quick=("--quick", "--sizes", "100,1024,16384"),
+    ),
     Module(
         "client",
-        full=("--records", "50000", "--repeat", "3"),
+        full=("--records", "30000", "--repeat", "3"),
         quick=("--records", "5000", "--repeat", "1"),
     ),
     Module("groups", quick=("--rounds", "2", "--seconds", "2")),
-    Module("scale", quick=("--quick",)),
+    # 10,000 partitions only when 1,000 show that creating them fits in 5 minutes.
+    Module("scale", full=("--create-budget", "300", "--scale-up-below", "60"), quick=("--quick",)),
 )
 
 
