@@ -23,6 +23,7 @@ import logging
 import os
 import random
 import shutil
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ from raft.config import Config as RaftConfig
 from raft.raw_node import RawNode
 from raft.types import ConfState, Role
 from storage.config import FsyncPolicy, LogConfig
+from storage.errors import CorruptLogError
 from storage.hard_state_log import HardStateLog
 from storage.log import PartitionLog
 
@@ -289,6 +291,7 @@ class Node:
             "voters": list(self.voters),
             "raft_groups": len(self.driver.groups),
             "raft_groups_quiesced": sum(1 for g in self.driver.groups.values() if g.quiesced),
+            "raft_groups_resyncing": self.driver.resyncing,
             "peer_links": self.transport.stats(),
         }
 
@@ -410,15 +413,71 @@ class Node:
         for group_id, (info, assignment) in wanted.items():
             if group_id in self.partitions_by_group:
                 continue
-            plog = await loop.run_in_executor(None, self._open_partition_log, info, assignment)
-            self._add_partition(info, assignment, plog)
+            plog, quarantined = await loop.run_in_executor(
+                None, self._open_partition_log, info, assignment
+            )
+            self._add_partition(info, assignment, plog, resync=quarantined)
 
     def _partition_dir(self, topic: str, index: int) -> str:
         return os.path.join(self._data_dir, f"{topic}-{index}")
 
-    def _open_partition_log(self, info: TopicInfo, assignment: PartitionAssignment) -> PartitionLog:
-        """Open (recovering) the replica's log; a directory left by a deleted topic is wiped."""
+    def _open_partition_log(
+        self, info: TopicInfo, assignment: PartitionAssignment
+    ) -> tuple[PartitionLog, bool]:
+        """Open (recovering) the replica's log; a directory left by a deleted topic is wiped.
+
+        Returns the log and whether it was quarantined. A log that fails verification in
+        the middle (not a torn tail: that is cut silently) has lost records this replica
+        may have acknowledged. With other replicas to copy from, its directory is moved
+        aside as `<dir>.corrupt-<unix seconds>` for the operator, and the replica starts
+        empty and re-syncs without voting (see `RaftDriver.require_resync`). A replica
+        with no peer keeps the error: serving a silently shortened log would lose data.
+        """
         directory = self._partition_dir(info.name, assignment.partition)
+        config = self._log_config(dict(info.configs))
+        try:
+            plog = self._open_log_dir(directory, info, assignment, config)
+            self._check_holds_commit(plog, assignment.group_id)
+            return plog, False
+        except CorruptLogError as error:
+            if len(assignment.replicas) < 2:
+                raise
+            quarantine = f"{directory}.corrupt-{int(time.time())}"
+            log.error(
+                "partition %s-%d: %s; moved to %s, re-syncing from the other replicas "
+                "(this replica votes again once it has caught up)",
+                info.name,
+                assignment.partition,
+                error,
+                quarantine,
+            )
+            os.replace(directory, quarantine)
+            return self._open_log_dir(directory, info, assignment, config), True
+
+    def _check_holds_commit(self, plog: PartitionLog, group_id: int) -> None:
+        """Raise CorruptLogError if recovery cut entries this replica knew committed.
+
+        Recovery cuts a damaged last frame as a torn tail: with all its bytes present it
+        could still be a write the crash interrupted. But the hard state holds the commit
+        index saved with the last term or vote change, and a committed entry was fsynced
+        before that: if the log now ends below it, the cut removed durable data. (A lower
+        bound only: damage to entries committed since then still reads as a torn tail.)
+        """
+        stored = self.hard_states.get(group_id)
+        if stored is None or plog.config.fsync_policy is not FsyncPolicy.ALWAYS:
+            return
+        if stored.commit > plog.last_index:
+            plog.close()
+            raise CorruptLogError(
+                plog.directory,
+                0,
+                f"log ends at index {plog.last_index}, below its durable commit {stored.commit}",
+            )
+
+    @staticmethod
+    def _open_log_dir(
+        directory: str, info: TopicInfo, assignment: PartitionAssignment, config: LogConfig
+    ) -> PartitionLog:
         meta_path = os.path.join(directory, "partition.json")
         meta = {"topic_id": str(info.topic_id), "group_id": assignment.group_id}
         if os.path.exists(meta_path):
@@ -432,10 +491,14 @@ class Node:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(meta_path + ".tmp", meta_path)
-        return PartitionLog.open(directory, self._log_config(dict(info.configs)))
+        return PartitionLog.open(directory, config)
 
     def _add_partition(
-        self, info: TopicInfo, assignment: PartitionAssignment, plog: PartitionLog
+        self,
+        info: TopicInfo,
+        assignment: PartitionAssignment,
+        plog: PartitionLog,
+        resync: bool = False,
     ) -> None:
         partition = Partition(
             info.name,
@@ -466,7 +529,9 @@ class Node:
         self.partitions[partition.key] = partition
         self.partitions_by_group[assignment.group_id] = partition
         self.driver.add_group(group)
-        if assignment.replicas[0] == self.node_id or len(assignment.replicas) == 1:
+        if resync:
+            self.driver.require_resync(group)
+        elif assignment.replicas[0] == self.node_id or len(assignment.replicas) == 1:
             self.driver.campaign(group)
 
     async def _remove_partition(self, group_id: int) -> None:

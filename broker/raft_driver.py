@@ -59,6 +59,10 @@ _T = TypeVar("_T")
 #: Ticks between the early campaigns of successive survivors of a dead leader (one
 #: tick apart is too close on a loaded machine: both could pre-vote at once and split).
 FORGET_STAGGER_TICKS = 2
+#: What a re-syncing replica ignores: it must neither vote nor be told to campaign.
+_NO_VOTE_WHILE_RESYNCING = frozenset(
+    {MessageType.VOTE, MessageType.PRE_VOTE, MessageType.TIMEOUT_NOW}
+)
 #: Messages held for a group while its Ready is persisted (more are dropped; Raft retries).
 DEFERRED_MESSAGES_MAX = 10_000
 
@@ -75,6 +79,38 @@ class StateMachine(Protocol):
 
 class Transport(Protocol):
     def send(self, peer_id: int, group_id: int, payload: Any) -> None: ...
+
+
+@dataclass(slots=True)
+class Resync:
+    """A replica whose log was lost or quarantined must not vote or campaign until it
+    holds everything that could have been committed with its help.
+
+    Raft's safety assumes a voter never forgets what it acknowledged: a replica that
+    lost its log could otherwise vote for a candidate missing a committed entry, which
+    the two of them would then overwrite. The target is the commit index announced in
+    an append from a leader that has committed an entry of its own term (its commit then
+    covers everything committed before, by Leader Completeness); the replica is whole
+    again once it has persisted and committed up to that index.
+    """
+
+    target_index: int = 0
+    target_term: int = 0
+    dropped_votes: int = 0
+
+    def note_append(self, term: int, commit: int) -> None:
+        if commit > self.target_index:
+            self.target_index, self.target_term = commit, term
+
+    def done(self, node: RawNode, persisted_index: int) -> bool:
+        log = node.raft.log
+        index = self.target_index
+        if index == 0 or log.committed < index or persisted_index < index:
+            return False
+        try:
+            return log.term(index) == self.target_term
+        except RaftError:
+            return False  # compacted meanwhile: wait for the next append's commit
 
 
 @dataclass(eq=False, slots=True)
@@ -101,6 +137,8 @@ class RaftGroup:
     idle_ticks: int = 0
     #: (dead leader, campaign in ticks) reported while busy: applied after advance().
     forget: tuple[int, int] | None = None
+    #: Set while the replica re-syncs after losing records it may have acknowledged.
+    resync: Resync | None = None
 
     @property
     def term(self) -> int:
@@ -167,6 +205,8 @@ class RaftDriver:
         self._stopping = False
         self.elections = 0
         self.dropped_inbound = 0
+        #: Groups re-syncing after a lost log (they neither vote nor campaign meanwhile).
+        self.resyncing = 0
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -236,6 +276,8 @@ class RaftDriver:
             raft = group.node.raft
             if raft.lead != peer_id or raft.role != Role.FOLLOWER or group.removed:
                 continue
+            if group.resync is not None:
+                continue  # it may not campaign yet
             survivors = sorted({self.node_id, *group.peers} - {peer_id})
             rank = (survivors.index(self.node_id) - group.group_id) % len(survivors)
             ticks = 1 + FORGET_STAGGER_TICKS * rank
@@ -245,6 +287,12 @@ class RaftDriver:
                 continue
             group.node.forget_leader(peer_id, ticks)
             self.mark(group)
+
+    def require_resync(self, group: RaftGroup) -> None:
+        """The group's replica lost its log: no votes, campaigns or ticks until it has
+        caught up (see `Resync`)."""
+        group.resync = Resync()
+        self.resyncing += 1
 
     def heard_from(self, peer_id: int) -> None:
         """Any traffic from a peer proves its node is alive (liveness for quiescence)."""
@@ -278,6 +326,8 @@ class RaftDriver:
             message = Message.from_wire(payload)
             if message.frm != from_id:
                 raise RaftError(f"message claims sender {message.frm} on node {from_id}'s link")
+            if group.resync is not None and not self._resync_filter(group, message):
+                return
             if message.type != MessageType.HEARTBEAT_RESP:
                 # The answer to a leader's last heartbeat must not undo its quiescence.
                 self.wake(group)
@@ -292,6 +342,18 @@ class RaftDriver:
             log.warning("dropped raft message group=%d from=%d: %s", group_id, from_id, error)
             return
         self.mark(group)
+
+    @staticmethod
+    def _resync_filter(group: RaftGroup, message: Message) -> bool:
+        """While re-syncing: drop vote requests and campaign orders, note leaders' commits."""
+        resync = group.resync
+        assert resync is not None
+        if message.type in _NO_VOTE_WHILE_RESYNCING:
+            resync.dropped_votes += 1
+            return False
+        if message.type == MessageType.APP:
+            resync.note_append(message.term, message.commit)
+        return True
 
     async def propose(self, group: RaftGroup, datas: list[bytes]) -> tuple[int, int]:
         """Append data entries on the leader; returns (last index, term). Raises ProposalDropped.
@@ -315,6 +377,8 @@ class RaftDriver:
 
     def campaign(self, group: RaftGroup) -> None:
         assert not group.busy
+        if group.resync is not None:
+            return  # it may not lead before it holds what it lost
         self.wake(group)
         group.node.campaign()
         self.mark(group)
@@ -352,8 +416,10 @@ class RaftDriver:
                 self._send_liveness()
             silent = self._silent_peers() if beat else set()
             for group in list(self.groups.values()):
-                if group.busy:
-                    continue  # it ticks again next time; a missed tick only delays timers
+                if group.busy or group.resync is not None:
+                    # Busy: it ticks again next time (a missed tick only delays timers).
+                    # Re-syncing: a follower's ticks only time elections it may not start.
+                    continue
                 if group.quiesced:
                     if group.node.raft.lead not in silent:
                         continue
@@ -482,6 +548,15 @@ class RaftDriver:
                     group.node.step(message)
                 except RaftError as error:
                     log.warning("dropped raft message group=%d: %s", group.group_id, error)
+        if group.resync is not None and group.resync.done(group.node, group.persisted_index):
+            log.warning(
+                "raft group=%d re-synced up to index %d (term %d); it votes again",
+                group.group_id,
+                group.resync.target_index,
+                group.resync.target_term,
+            )
+            group.resync = None
+            self.resyncing -= 1
         if group.forget is not None:
             leader, ticks = group.forget
             group.forget = None

@@ -20,6 +20,8 @@ from storage.sparse_index import SegmentSummary, SparseIndex, decode_index
 
 SCAN_CHUNK_BYTES = 1 << 20
 WALK_CHUNK_BYTES = 16 * 1024
+#: How many frames after a bad one recovery looks for to tell corruption from a torn tail.
+DAMAGE_FRAMES_MAX = 16
 
 
 def log_name(base_index: int) -> str:
@@ -304,22 +306,29 @@ class Segment:
         return at, False
 
     def _check_torn(self, position: int, file_bytes: int, entry_bytes_max: int) -> None:
-        """Raise CorruptLogError unless everything from position on is a torn tail."""
+        """Raise CorruptLogError unless everything from position on is a torn tail.
+
+        A torn tail is one partial write at the end. Damage in the middle leaves valid
+        frames after it: look for one carrying any of the next `DAMAGE_FRAMES_MAX`
+        indexes (damage a few hundred bytes long can cover several small frames).
+        """
         rest = self.handle().pread(position, file_bytes - position)
-        needle = struct.pack("<Q", self.last_index + 2)
-        at = 0
-        while True:
-            found = rest.find(needle, at)
-            if found < 0:
-                return
-            candidate = found - 8
-            if candidate >= 0:
-                status, _ = decode(memoryview(rest), candidate, entry_bytes_max)
-                if status is FrameStatus.VALID:
-                    raise CorruptLogError(
-                        self.log_path, position, "bad frame followed by valid frames"
-                    )
-            at = found + 1
+        view = memoryview(rest)
+        for index in range(self.last_index + 2, self.last_index + 2 + DAMAGE_FRAMES_MAX):
+            needle = struct.pack("<Q", index)
+            at = 0
+            while True:
+                found = rest.find(needle, at)
+                if found < 0:
+                    break
+                candidate = found - 8
+                if candidate >= 0:
+                    status, _ = decode(view, candidate, entry_bytes_max)
+                    if status is FrameStatus.VALID:
+                        raise CorruptLogError(
+                            self.log_path, position, "bad frame followed by valid frames"
+                        )
+                at = found + 1
 
 
 class _HeaderWalk:

@@ -68,6 +68,18 @@ def test_flipped_bit_mid_last_segment_is_corruption() -> None:
     assert caught.value.position == 0
 
 
+def test_damage_over_several_frames_mid_last_segment_is_corruption() -> None:
+    """A few hundred bad bytes cover more than one small frame: still not a torn tail."""
+    fs = _written_log()
+    last = segment_paths(fs)[-1]
+    data = bytearray(fs.read_bytes(last))
+    data[HEADER_BYTES + 3 : HEADER_BYTES + 3 + 240] = b"\xde\xad\xbe\xef" * 60  # 3 frames
+    fs.write_bytes(last, bytes(data))
+    with pytest.raises(CorruptLogError) as caught:
+        open_log(fs)
+    assert caught.value.path == last
+
+
 def test_flipped_bit_in_sealed_segment_stops_the_log_on_read() -> None:
     fs = _written_log()
     first = segment_paths(fs)[0]
