@@ -113,6 +113,7 @@ def _serve_command(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     config = loaded.config
     setup_logging(config.log_level, config.log_format, config.node_id)
+    _stop_with_parent()
     import uvloop  # late: `settings` and config errors should not need it
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -252,6 +253,30 @@ def _make_node(runtime: _Runtime) -> Any:
 # run-local
 
 
+#: Set by run-local on its children: the pid whose death must stop them.
+PARENT_PID_ENV = "_RAFTKA_PARENT_PID"  # not a RAFTKA_* setting
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent() -> None:
+    """A run-local child asks Linux for SIGTERM when its parent dies, even by SIGKILL.
+
+    The children run in their own session (so a terminal's Ctrl-C reaches only the
+    supervisor, which stops them in order); without this a killed supervisor would leave
+    them running and holding the ports. Elsewhere than Linux this is a no-op.
+    """
+    parent = os.environ.pop(PARENT_PID_ENV, "")
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        return
+    if os.getppid() != int(parent):
+        os.kill(os.getpid(), signal.SIGTERM)  # it died before prctl took effect
+
+
 async def _run_local(args: argparse.Namespace, extra: list[str]) -> int:
     n = args.nodes
     if not 1 <= n <= 9:
@@ -274,7 +299,10 @@ async def _run_local(args: argparse.Namespace, extra: list[str]) -> int:
         argv = [sys.executable, "-m", "broker", "serve"]
         for name, value in settings.items():
             argv += [cli_flag_for(name), value]
-        children.append(await asyncio.create_subprocess_exec(*argv, *extra, start_new_session=True))
+        env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
+        children.append(
+            await asyncio.create_subprocess_exec(*argv, *extra, start_new_session=True, env=env)
+        )
     bootstrap = ",".join(f"{host}:{args.kafka_port + i}" for i in range(n))
     print(f"Raftka local cluster: {n} node(s), data under {args.data_dir}")
     print(f"  bootstrap servers: {bootstrap}")

@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,3 +260,25 @@ def test_run_local_starts_nodes_and_forwards_sigterm(tmp_path: Path) -> None:
     assert f"bootstrap servers: 127.0.0.1:{kafka}" in out
     assert (tmp_path / "node-1").is_dir()
     assert child.http_get("/healthz")[0] == 0  # the child is gone too
+
+
+def test_run_local_children_stop_when_the_supervisor_is_sigkilled(tmp_path: Path) -> None:
+    kafka, raft, http = PORTS.allocate(3)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "broker", "run-local", "--nodes", "1",
+         "--data-dir", str(tmp_path), "--kafka-port", str(kafka), "--raft-port", str(raft),
+         "--http-port", str(http)],
+        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    child = BrokerProcess(1, tmp_path, ports=(kafka, raft, http))
+    child.proc = proc
+    try:
+        child.wait_ready(timeout_s=20, path="/healthz")
+    finally:
+        proc.kill()  # no chance to forward anything: the kernel must stop the child
+        proc.wait(timeout=15)
+    deadline = time.monotonic() + 20
+    while child.http_get("/healthz")[0] != 0:
+        assert time.monotonic() < deadline, "the node outlived its SIGKILLed supervisor"
+        time.sleep(0.05)  # poll interval
