@@ -100,11 +100,20 @@ async def handle_produce(
         ]
     else:
         timeout_ms = max(0, request.timeout_ms)
-        results = list(
-            await asyncio.gather(
-                *(_produce_one(node, t, i, r, acks, timeout_ms, ctx.version) for t, i, r in jobs)
+        if len(jobs) == 1:  # the common case: no task per partition to schedule
+            topic_name, index, records = jobs[0]
+            results = [
+                await _produce_one(node, topic_name, index, records, acks, timeout_ms, ctx.version)
+            ]
+        else:
+            results = list(
+                await asyncio.gather(
+                    *(
+                        _produce_one(node, t, i, r, acks, timeout_ms, ctx.version)
+                        for t, i, r in jobs
+                    )
+                )
             )
-        )
     if acks == 0:
         return None
     by_topic: dict[str, list[PartitionProduceResponse]] = {}
