@@ -10,15 +10,20 @@ Prints, in one run on this machine, next to the targets of issue 7 (printed, not
    assignments covering all ten partitions again; target < 1 s;
 3. offset commits per second: synchronous commits (one partition each) from 1 client,
    and from 8 concurrent clients (each its own connection and group), for a few seconds;
+   the 8 groups once spread over 8 `__consumer_offsets` partitions, once all on one
+   (commits to one partition share an fsync; each partition's log is fsynced on its own);
 4. the `__consumer_offsets` partition of the single-client group after its commits: its
    log start and end (compaction starts once a shard grew by more than
    max(1000, 2 x live keys) records since its load or last compaction).
 
-Known effect on (1): formation is bimodal here, ~0.15 s or ~2.0 s. With the initial delay
-at 0 the group forms over several generations as members arrive; a member whose parked
-SyncGroup is answered REBALANCE_IN_PROGRESS (Kafka's rule when a new member joins during
-CompletingRebalance) rejoins only when librdkafka's one-per-second JoinGroup interval
-allows it (its leader rejoins at once: its Metadata request resets that interval).
+Why (1) needs the join window (`group_join_window_ms`, default 100 ms): the ten
+consumers reach the coordinator tens of milliseconds apart. Completing a rebalance as
+soon as the members known so far have joined (what Kafka does with
+group.initial.rebalance.delay.ms=0) hands out a generation that the next arrival at once
+invalidates; librdkafka sends at most one JoinGroup per second, so each such extra round
+cost about a second (formation was bimodal, ~0.15 s or ~2 s, median ~2 s). With the
+window the group forms in one round: ~window + join/sync round trips. `--join-window-ms
+0` shows the old behaviour.
 
 Each measurement runs in a spawned child process (see bench/_common.py); formation and
 rebalance are the median of several rounds, each with a fresh group.
@@ -204,6 +209,21 @@ def commit_rate(bootstrap: str, topic: str, groups: list[str], seconds: float) -
     return CommitRate(totals["commits"], elapsed, totals["errors"], "".join(first_error))
 
 
+def _groups(count: int, spread: bool) -> list[str]:
+    """`count` group ids on distinct `__consumer_offsets` partitions, or all on one."""
+    chosen: list[str] = []
+    used: set[int] = set()
+    for i in range(100_000):
+        group = f"bench-c{count}-{'spread' if spread else 'shared'}-{i}"
+        shard = partition_for_group(group, OFFSETS_PARTITIONS)
+        if (shard not in used) if spread else (shard == 0):
+            chosen.append(group)
+            used.add(shard)
+            if len(chosen) == count:
+                return chosen
+    raise AssertionError("not enough group ids found")
+
+
 def offsets_shard(node: BrokerProcess, group: str) -> dict[str, Any]:
     import json
 
@@ -238,9 +258,8 @@ def main() -> None:
             for i in range(args.rounds)
         ]
         one = run_in_process(commit_rate, bootstrap, topic, ["bench-c1"], args.seconds)
-        eight = run_in_process(
-            commit_rate, bootstrap, topic, [f"bench-c8-{i}" for i in range(8)], args.seconds
-        )
+        eight = run_in_process(commit_rate, bootstrap, topic, _groups(8, True), args.seconds)
+        shared = run_in_process(commit_rate, bootstrap, topic, _groups(8, False), args.seconds)
         shard = offsets_shard(node, "bench-c1")
     finally:
         node.terminate()
@@ -274,11 +293,23 @@ def main() -> None:
         ["clients", "commits/s", "commits", "errors"],
         [
             ["1", f"{one.per_s:.0f}", str(one.commits), str(one.errors)],
-            ["8 (own groups)", f"{eight.per_s:.0f}", str(eight.commits), str(eight.errors)],
+            [
+                "8, 8 offsets partitions",
+                f"{eight.per_s:.0f}",
+                str(eight.commits),
+                str(eight.errors),
+            ],
+            [
+                "8, 1 offsets partition",
+                f"{shared.per_s:.0f}",
+                str(shared.commits),
+                str(shared.errors),
+            ],
         ],
     )
-    if one.first_error or eight.first_error:
-        print(f"first commit error: {one.first_error or eight.first_error}")
+    first_error = one.first_error or eight.first_error or shared.first_error
+    if first_error:
+        print(f"first commit error: {first_error}")
     if shard:
         kept = shard["log_end_offset"] - shard["log_start_offset"]
         print(

@@ -167,7 +167,8 @@ def test_confluent_group_splits_takes_over_and_resumes(
 
 def test_kafka_python_group_and_admin_describe(broker: BrokerProcess) -> None:
     """Each consumer polls in its own thread, as applications do (a JoinGroup is a long
-    poll that completes only when the other member rejoins too)."""
+    poll that completes only when the other member rejoins too). Then one member leaves
+    and the other takes over its partitions and reads what comes next, exactly once."""
     from kafka import KafkaAdminClient, KafkaConsumer
 
     topic = new_topic(broker)
@@ -175,7 +176,7 @@ def test_kafka_python_group_and_admin_describe(broker: BrokerProcess) -> None:
     sent = produce(broker, topic, 0, 60)
     got: list[bytes] = []
     owned: dict[int, int] = {}
-    stop = threading.Event()
+    stops = [threading.Event(), threading.Event()]
     errors: list[BaseException] = []
 
     def run(i: int) -> None:
@@ -189,8 +190,8 @@ def test_kafka_python_group_and_admin_describe(broker: BrokerProcess) -> None:
             session_timeout_ms=6000,
         )
         try:
-            while not stop.is_set():
-                for records in consumer.poll(500).values():
+            while not stops[i].is_set():
+                for records in consumer.poll(100).values():
                     got.extend(r.value for r in records)
                     consumer.commit()
                 owned[i] = len(consumer.assignment())
@@ -216,12 +217,23 @@ def test_kafka_python_group_and_admin_describe(broker: BrokerProcess) -> None:
         while sum(o.offset for o in admin.list_group_offsets(group)[group].values()) < 60:
             assert time.monotonic() < deadline, "commits never reached the end"
             time.sleep(0.05)
+        stops[0].set()
+        threads[0].join()  # close(): LeaveGroup, member 1 takes over every partition
+        while owned.get(1) != PARTITIONS:
+            assert time.monotonic() < deadline and not errors, (owned, errors)
+            time.sleep(0.05)
+        sent |= produce(broker, topic, 60, 20)
+        while len(got) < 80:
+            assert time.monotonic() < deadline and not errors, (len(got), errors)
+            time.sleep(0.05)
     finally:
-        stop.set()
+        for stop in stops:
+            stop.set()
         for t in threads:
             t.join()
         admin.close()
     assert not errors
+    assert sorted(got) == sorted(sent)  # every record exactly once, also after the leave
 
 
 def test_aiokafka_group_commits_and_resumes(broker: BrokerProcess) -> None:
@@ -355,3 +367,66 @@ def test_committed_offsets_survive_sigkill_restart(tmp_path: Path) -> None:
     finally:
         if node.is_running():
             node.terminate()
+
+
+def test_aiokafka_two_members_split_and_one_takes_over(broker: BrokerProcess) -> None:
+    """Records are produced only while the group is stable, so "exactly once" is exact."""
+    import aiokafka
+
+    topic = new_topic(broker)
+    group = f"aio2-{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> tuple[list[bytes], set[bytes]]:
+        def member() -> aiokafka.AIOKafkaConsumer:
+            return aiokafka.AIOKafkaConsumer(
+                topic,
+                bootstrap_servers=broker.kafka_address,
+                group_id=group,
+                auto_offset_reset="earliest",
+                enable_auto_commit=False,
+                heartbeat_interval_ms=100,
+            )
+
+        got: list[bytes] = []
+        a, b = member(), member()
+        stops = {a: asyncio.Event(), b: asyncio.Event()}
+
+        async def pump(c: aiokafka.AIOKafkaConsumer) -> None:
+            while not stops[c].is_set():
+                batch = await c.getmany(timeout_ms=100)
+                for records in batch.values():
+                    got.extend(r.value for r in records if r.value is not None)
+                if batch:
+                    await c.commit()
+
+        async def until(condition: Callable[[], bool], what: str) -> None:
+            deadline = time.monotonic() + WAIT_S
+            while not condition():
+                assert time.monotonic() < deadline, f"timed out waiting for {what}"
+                for task in tasks:
+                    if task.done():
+                        task.result()  # a failed pump fails the test with its error
+                await asyncio.sleep(0.05)
+
+        await a.start()
+        await b.start()
+        tasks = [asyncio.ensure_future(pump(a)), asyncio.ensure_future(pump(b))]
+        try:
+            await until(lambda: len(a.assignment()) == len(b.assignment()) == 2, "the split")
+            sent = produce(broker, topic, 0, 40)
+            await until(lambda: len(got) >= 40, "the first records")
+            stops[a].set()
+            await tasks[0]
+            await a.stop()  # LeaveGroup: b takes over every partition
+            await until(lambda: len(b.assignment()) == PARTITIONS, "b to take over")
+            sent |= produce(broker, topic, 40, 20)
+            await until(lambda: len(got) >= 60, "the records after the take-over")
+        finally:
+            for c in (a, b):
+                stops[c].set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await b.stop()
+        return got, sent
+
+    got, sent = asyncio.run(scenario())
+    assert sorted(got) == sorted(sent)  # every record exactly once
