@@ -13,11 +13,14 @@ with the "spawn" context (no fork of a process that holds librdkafka threads).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
 import shutil
+import signal
 import statistics
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +32,41 @@ from tests.harness import BrokerProcess, Cluster
 KIB = 1024
 BENCH_ROOT = Path("/tmp/raftka-bench")
 T = TypeVar("T")
+
+
+def child_pids() -> list[int]:
+    """Processes whose parent is this one (brokers, peers, pool workers), from /proc."""
+    me = os.getpid()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+            found.append(int(entry.name))
+    return found
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    for pid in child_pids():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    raise SystemExit(128 + signum)
+
+
+# bench/all.py stops a module that overruns its time with SIGTERM. Python's default
+# would end the process at once and leave its brokers (own sessions, so a signal to
+# the process group misses them) running: this handler SIGKILLs this process's
+# children first (an aborted bench's brokers need no graceful stop), then exits. Only
+# in a bench's main process: pool workers keep the default, which Pool.terminate uses.
+if (
+    multiprocessing.parent_process() is None
+    and threading.current_thread() is threading.main_thread()
+):
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
 # ---------------------------------------------------------------- nodes and processes

@@ -49,6 +49,7 @@ class Module:
     name: str
     full: tuple[str, ...] = ()
     quick: tuple[str, ...] = ()
+    timeout_s: float = 600.0  # then SIGTERM (its finally blocks stop its brokers)
 
 
 # In this order: the machine's limits first (nothing of ours running), the
@@ -75,7 +76,12 @@ MODULES = (
     ),
     Module("groups", quick=("--rounds", "2", "--seconds", "2")),
     # 10,000 partitions only when 1,000 show that creating them fits in 5 minutes.
-    Module("scale", full=("--create-budget", "300", "--scale-up-below", "60"), quick=("--quick",)),
+    Module(
+        "scale",
+        full=("--create-budget", "300", "--scale-up-below", "60"),
+        quick=("--quick",),
+        timeout_s=1200.0,
+    ),
 )
 
 
@@ -136,7 +142,19 @@ def run_module(module: Module, quick: bool) -> Run:
         argv = [sys.executable, "-m", f"bench.{module.name}"]
         argv += module.quick if quick else module.full
         start = time.monotonic()
-        proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=env)
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        try:
+            stdout, stderr_text = proc.communicate(timeout=module.timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.terminate()  # the module stops its brokers on the way out
+            try:
+                stdout, stderr_text = proc.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                stdout, stderr_text = proc.communicate()
+            stderr_text += f"\nstopped after {module.timeout_s:.0f} s (the module's time limit)"
         seconds = time.monotonic() - start
         figures = {}
         for line in Path(f.name).read_text().splitlines():
@@ -145,12 +163,12 @@ def run_module(module: Module, quick: bool) -> Run:
     # librdkafka logs connection chatter on stderr; keep only our own error output.
     stderr = "\n".join(
         line
-        for line in proc.stderr.splitlines()
+        for line in stderr_text.splitlines()
         if "|rdkafka#" not in line and "%6|" not in line and line.strip()
     )
-    output = proc.stdout + (f"\n[stderr]\n{stderr}\n" if stderr else "")
+    output = stdout + (f"\n[stderr]\n{stderr}\n" if stderr else "")
     if module.name == "client":
-        figures.update(client_figures(proc.stdout))
+        figures.update(client_figures(stdout))
     return Run(module.name, output, proc.returncode, seconds, figures)
 
 
