@@ -29,8 +29,9 @@ CASES = [
     pytest.param(5, ("power-loss", "failpoint"), 3, "queue", id="power-loss-and-crashes"),
     # Seed 3 on 5 nodes: two partitions cutting a 2-node minority from the majority.
     pytest.param(3, ("kill", "pause", "partition"), 5, "group", id="5-nodes-group"),
-    # Seed 11: a flipped segment on a leader (the broker refuses it today; the nemesis
-    # then restores the file, so this checks that nothing acknowledged is lost).
+    # Seed 11: bytes flipped mid-segment on a leader. The broker quarantines that log and
+    # re-syncs; if a node refuses the file instead, the nemesis restores it. Either way
+    # nothing acknowledged may be lost and the node must not lead before catching up.
     pytest.param(11, ("corrupt",), 3, "queue", id="corrupt"),
 ]
 
