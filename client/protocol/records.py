@@ -476,12 +476,7 @@ def decode_batch_columns(
     decompressed_bytes_max: int = DECOMPRESSED_BYTES_MAX_DEFAULT,
 ) -> BatchColumns:
     """decode_batch's checks and records, as columns (see BatchColumns)."""
-    header, data = _records_area(buf, decompressed_bytes_max)
-    segments = _decode_segments(
-        data, header.records_count, header.base_offset, header.base_timestamp
-    )
-    columns = [s if isinstance(s, tuple) else tuple(zip(*s, strict=True)) for s in segments]
-    columns = [c for c in columns if c]
+    header, columns = decode_batch_column_parts(buf, decompressed_bytes_max=decompressed_bytes_max)
     if not columns:
         return BatchColumns(header, (), (), (), (), ())
     if len(columns) == 1:
@@ -490,6 +485,22 @@ def decode_batch_columns(
         tuple(chain.from_iterable(parts)) for parts in zip(*columns, strict=True)
     )
     return BatchColumns(header, offsets, timestamps, keys, values, headers)
+
+
+def decode_batch_column_parts(
+    buf: bytes | bytearray | memoryview,
+    *,
+    decompressed_bytes_max: int = DECOMPRESSED_BYTES_MAX_DEFAULT,
+) -> tuple[BatchHeader, list[Columns]]:
+    """decode_batch_columns's answer before joining: consecutive parts, each five columns
+    (offsets, timestamps_ms, keys, values, headers). For callers that build one object per
+    record anyway (the consumer): joining the parts would copy every column once more."""
+    header, data = _records_area(buf, decompressed_bytes_max)
+    segments = _decode_segments(
+        data, header.records_count, header.base_offset, header.base_timestamp
+    )
+    columns = [s if isinstance(s, tuple) else tuple(zip(*s, strict=True)) for s in segments]
+    return header, [c for c in columns if c]  # type: ignore[misc]
 
 
 def _decode_batch_rows(
@@ -726,8 +737,15 @@ def _run_columns(
     fields = list(zip(*run.layout.iter_unpack(memoryview(data)[pos : pos + n * run.stride])))
     timestamp_table = _V2_LE if run.timestamp_wide else _V1
     offset_table = _V2_LE if run.offset_wide else _V1
-    timestamps = tuple(map(base_timestamp.__add__, map(timestamp_table.__getitem__, fields[0])))
-    offsets = tuple(map(base_offset.__add__, map(offset_table.__getitem__, fields[1])))
+    # Records of one batch share few distinct timestamps: one int object each, looked up.
+    absolute = {raw: base_timestamp + timestamp_table[raw] for raw in set(fields[0])}
+    timestamps = tuple(map(absolute.__getitem__, fields[0]))
+    deltas = tuple(map(offset_table.__getitem__, fields[1]))
+    first = deltas[0]
+    if deltas == tuple(range(first, first + n)):  # as producers write them: consecutive
+        offsets = tuple(range(base_offset + first, base_offset + first + n))
+    else:  # gaps, as compaction leaves them
+        offsets = tuple(map(base_offset.__add__, deltas))
     nulls: tuple[None, ...] = (None,) * n
     keys: tuple[bytes | None, ...] = nulls if run.key_null else fields[2]
     values: tuple[bytes | None, ...] = nulls if run.value_null else fields[-1]
