@@ -57,16 +57,17 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-# bench/all.py stops a module that overruns its time with SIGTERM. Python's default
-# would end the process at once and leave its brokers (own sessions, so a signal to
-# the process group misses them) running: this handler SIGKILLs this process's
-# children first (an aborted bench's brokers need no graceful stop), then exits. Only
-# in a bench's main process: pool workers keep the default, which Pool.terminate uses.
-if (
-    multiprocessing.parent_process() is None
-    and threading.current_thread() is threading.main_thread()
-):
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+def exit_on_sigterm() -> None:
+    """From now on SIGTERM kills this process's children (its brokers) and exits.
+
+    bench/all.py stops a module that overruns its time with SIGTERM; Python's default
+    would end the process at once and leave its brokers (own sessions, so a signal to
+    the process group misses them) running. Called where brokers are started, which
+    is only ever a bench's main process: pool workers keep the default, which
+    Pool.terminate relies on.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
 # ---------------------------------------------------------------- nodes and processes
@@ -79,6 +80,7 @@ def fresh_dir(name: str) -> Path:
 
 
 def start_node(base_dir: Path, settings: dict[str, str] | None = None) -> BrokerProcess:
+    exit_on_sigterm()
     node = BrokerProcess(1, base_dir, settings={"log_level": "WARNING", **(settings or {})})
     node.start()
     node.wait_ready(60.0)
@@ -86,6 +88,7 @@ def start_node(base_dir: Path, settings: dict[str, str] | None = None) -> Broker
 
 
 def start_cluster(n: int, base_dir: Path, settings: dict[str, str] | None = None) -> Cluster:
+    exit_on_sigterm()
     cluster = Cluster(n, base_dir, settings={"log_level": "WARNING", **(settings or {})})
     cluster.start(wait=True, timeout_s=60.0)
     return cluster

@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench._common import RESULTS_JSON_ENV, print_table
+from bench._common import RESULTS_JSON_ENV, child_pids, print_table
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK_RESULTS = Path("/tmp/raftka-bench/RESULTS-quick.md")
@@ -126,6 +127,25 @@ def machine_header() -> list[str]:
 
 
 # ---------------------------------------------------------------- running modules
+def become_subreaper() -> None:
+    """Orphans of a module (brokers of one stopped at its time limit) become ours."""
+    import ctypes
+
+    pr_set_child_subreaper = 36
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
+
+
+def kill_orphans() -> list[int]:
+    """SIGKILLs and reaps whatever a finished module left running; returns the pids."""
+    orphans = child_pids()
+    for pid in orphans:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    return orphans
+
+
 @dataclass(frozen=True, slots=True)
 class Run:
     name: str
@@ -169,28 +189,42 @@ def run_module(module: Module, quick: bool) -> Run:
     output = stdout + (f"\n[stderr]\n{stderr}\n" if stderr else "")
     if module.name == "client":
         figures.update(client_figures(stdout))
+    left = kill_orphans()
+    if left:
+        output += f"\n(all.py killed {len(left)} process(es) the module left running)\n"
     return Run(module.name, output, proc.returncode, seconds, figures)
 
 
-_CLIENT_ROW = re.compile(
-    r"^(raftka \(ours\)|aiokafka|kafka-python|confluent-kafka)\s+(\d+)\s+([\d,]+)\s+"
-    r"([\d.]+)\s+([\d,]+)\s*$"
-)
+CLIENT_NAMES = {"raftka (ours)": "ours", "aiokafka": "aiokafka", "kafka-python": "kafka-python",
+                "confluent-kafka": "confluent-kafka"}  # fmt: skip
 
 
 def client_figures(stdout: str) -> dict[str, dict[str, Any]]:
-    """Figures from bench.client's table: produce and consume records/s per client, size."""
-    figures = {}
+    """Produce and consume records/s per client and size, from bench.client's table.
+
+    The columns are found by the header's labels (separated by two or more spaces),
+    so added columns (such as CPU per record) do not break the reading.
+    """
+    figures: dict[str, dict[str, Any]] = {}
+    labels: list[str] = []
     for line in stdout.splitlines():
-        match = _CLIENT_ROW.match(line.strip())
-        if not match:
+        if line.startswith("client "):
+            labels = re.split(r"\s{2,}", line.strip())
             continue
-        name, size, produce, _mb_s, consume = match.groups()
-        client = "ours" if name.startswith("raftka") else name
-        for what, value in (("produce", produce), ("consume", consume)):
-            key = f"client.{what}_records_s.{client}.{size}"
-            figures[key] = {"key": key, "value": float(value.replace(",", "")),
-                            "unit": "records/s", "note": "best of the repeats"}  # fmt: skip
+        name = next((n for n in CLIENT_NAMES if line.startswith(n + " ")), None)
+        if name is None or not labels:
+            continue
+        cells = dict(zip(labels[1:], line[len(name) :].split(), strict=False))
+        try:
+            size = int(cells["size"])
+            values = {
+                w: float(cells[f"{w} rec/s"].replace(",", "")) for w in ("produce", "consume")
+            }
+        except (KeyError, ValueError):
+            continue  # not a row of the table
+        for what, value in values.items():
+            key = f"client.{what}_records_s.{CLIENT_NAMES[name]}.{size}"
+            figures[key] = {"key": key, "value": value, "unit": "records/s"}
     return figures
 
 
@@ -345,6 +379,7 @@ def main() -> None:
     if args.quick:
         header.append("- mode: --quick (short runs to try the machinery; not for comparison)")
     print("\n".join(header))
+    become_subreaper()
     began = time.monotonic()
     runs: list[Run] = []
     figures: Figures = {}

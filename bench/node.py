@@ -29,6 +29,7 @@ from bench._common import (
     KIB,
     Spread,
     create_topic,
+    exit_on_sigterm,
     fresh_dir,
     load_line,
     print_table,
@@ -138,6 +139,7 @@ def main() -> None:
     if args.quick:
         args.seconds, args.runs, args.starts, args.recovery_mb = 2.0, 1, 2, 100
     sizes = [int(s) for s in args.sizes.split(",")]
+    exit_on_sigterm()
     began = time.monotonic()
     base = fresh_dir("node")
     print(f"one node, data under {base}, fsync always, acks=all; {load_line()}")
