@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +104,7 @@ class RunSummary:
     replica_entries_compared: int = 0
     replica_divergences: int = 0
     commits_ok: int = 0
+    broker_errors: dict[str, int] = field(default_factory=dict)  # ERROR lines by message
 
 
 def default_run_dir(seed: int) -> Path:
@@ -126,6 +129,7 @@ def run(cfg: RunConfig) -> RunSummary:
     append_white_box(history_path, cluster, low_hws)
     result = check(read_history(history_path))
     summary = summarize(cfg, run_dir, result, hw_converged, _count_tracebacks(run_dir))
+    summary = replace(summary, broker_errors=broker_errors(run_dir / "cluster"))
     write_report(run_dir, cfg, result, summary)
     return summary
 
@@ -204,6 +208,20 @@ def _await_converged_hw(
         time.sleep(0.2)
 
 
+ERROR_LINE = re.compile(r'level=ERROR .*?msg=("(?:[^"\\]|\\.)*"|\S+)')
+ERROR_KINDS_MAX = 10
+
+
+def broker_errors(cluster_dir: Path) -> dict[str, int]:
+    """ERROR lines in the nodes' logs counted by message (the most frequent first): a
+    health signal next to the safety checks (a dead peer link shows up here)."""
+    counts: Counter[str] = Counter()
+    for log in sorted(cluster_dir.glob("node-*.log")):
+        for m in ERROR_LINE.finditer(log.read_text(errors="replace")):
+            counts[re.sub(r"\d+", "N", m[1].strip('"'))[:120]] += 1
+    return dict(counts.most_common(ERROR_KINDS_MAX))
+
+
 def _count_tracebacks(run_dir: Path) -> int:
     total = 0
     for log in (run_dir / "cluster").glob("node-*.log"):
@@ -280,6 +298,8 @@ def render_report(result: CheckResult, s: RunSummary) -> str:
     ]
     if s.workload == "group":
         lines.append(f"group: {s.commits_ok} acknowledged commits")
+    if s.broker_errors:
+        lines.append("ERROR lines in broker logs: " + "; ".join(f"{n} x {msg}" for msg, n in s.broker_errors.items()))  # fmt: skip
     for k in availability_by_kind(result.faults):
         med = f"{k.median_recovery_s:.2f}" if k.median_recovery_s is not None else "n/a"
         worst = f"{k.worst_recovery_s:.2f}" if k.worst_recovery_s is not None else "n/a"

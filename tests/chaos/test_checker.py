@@ -11,6 +11,7 @@ from tests.chaos.checker import availability_by_kind, check
 from tests.chaos.history import HistoryWriter, Op, read_history
 from tests.chaos.nemesis import corrupt_segment, restore_segment, schedule
 from tests.chaos.replicas import compare_cluster, leader_events
+from tests.chaos.runner import broker_errors
 
 MS = 1_000_000
 
@@ -454,3 +455,15 @@ def test_availability_by_kind() -> None:
     kill, pause = availability_by_kind(check(h.ops).faults)
     assert (kill.fault, kill.faults, kill.worst_gap_s, kill.median_recovery_s) == ("kill", 1, 0.401, 0.101)  # fmt: skip
     assert pause.fault == "pause" and pause.unrecovered == 1 and pause.worst_recovery_s is None
+
+
+def test_broker_errors_are_counted_by_message(tmp_path: Path) -> None:
+    (tmp_path / "node-1.log").write_text(
+        'ts=a level=ERROR node=1 logger=x msg="peer link task died" peer=3 exc="boom"\n'
+        'ts=b level=INFO node=1 logger=x msg="fine"\n'
+        "ts=c level=ERROR node=1 logger=x msg=stopping\n"
+    )
+    (tmp_path / "node-2.log").write_text(
+        'ts=d level=ERROR node=2 logger=x msg="peer link task died" peer=1 exc="boom"\n'
+    )
+    assert broker_errors(tmp_path) == {"peer link task died": 2, "stopping": 1}
