@@ -491,6 +491,16 @@ class RaftDriver:
                 for (group, rd), state in zip(batch, states):
                     self._finish(group, rd, state)
 
+    @staticmethod
+    def _release_cache(group: RaftGroup) -> None:
+        """Applied entries that every follower holds will not be read again soon."""
+        raft = group.node.raft
+        upto = raft.log.applied
+        if raft.role == Role.LEADER:
+            for progress in raft.prs.values():
+                upto = min(upto, progress.match_index)
+        group.storage.release_cache(upto)
+
     def _collect(self) -> list[tuple[RaftGroup, Ready]]:
         batch = []
         dirty, self._dirty = self._dirty, set()
@@ -541,6 +551,8 @@ class RaftDriver:
         if rd.committed_entries:
             group.machine.apply(rd.committed_entries)
         group.node.advance(rd)
+        if rd.committed_entries:
+            self._release_cache(group)
         if group.deferred:
             deferred, group.deferred = group.deferred, []
             for message in deferred:

@@ -44,6 +44,83 @@ def no_records(data: bytes | memoryview) -> int:
     return 0
 
 
+#: Bytes of recently appended entries a group keeps in memory (see `EntryCache`).
+ENTRY_CACHE_BYTES_MAX = 8 << 20
+
+
+class EntryCache:
+    """The newest appended entries, kept in memory until applied and replicated.
+
+    Right after an append the core asks for the same entries again: to apply them once
+    committed, and (on a leader) to send them to followers that were not sent them at
+    once. Without this cache each of those reads a whole batch back from the page cache,
+    decodes its frame and copies its payload: ~15% of a replicating node's CPU. Entries
+    are the objects the core appended (no copy); the cache is contiguous, trimmed from the
+    front by `release` and by its byte bound, and cut where a conflicting append or a
+    snapshot replaces the log's tail. A miss falls back to the log.
+    """
+
+    __slots__ = ("_bytes", "_bytes_max", "_entries", "_start")
+
+    def __init__(self, bytes_max: int) -> None:
+        self._entries: list[Entry] = []
+        self._start = 0  # position in _entries of the oldest live entry
+        self._bytes = 0
+        self._bytes_max = bytes_max
+
+    def clear(self) -> None:
+        self._entries, self._start, self._bytes = [], 0, 0
+
+    def _first(self) -> int:
+        return self._entries[self._start].index if self._start < len(self._entries) else 0
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        first = entries[0].index
+        live = len(self._entries) - self._start
+        if live and not self._first() < first <= self._entries[-1].index + 1:
+            self.clear()  # not contiguous with what we hold (or replaces all of it)
+        elif live and first <= self._entries[-1].index:
+            cut = self._start + (first - self._first())
+            self._bytes -= sum(len(e.data) for e in self._entries[cut:])
+            del self._entries[cut:]
+        self._entries.extend(entries)
+        self._bytes += sum(len(e.data) for e in entries)
+        while self._bytes > self._bytes_max and len(self._entries) - self._start > 1:
+            self._drop_oldest()
+        self._compact()
+
+    def release(self, index: int) -> None:
+        while self._start < len(self._entries) and self._entries[self._start].index <= index:
+            self._drop_oldest()
+        self._compact()
+
+    def _drop_oldest(self) -> None:
+        self._bytes -= len(self._entries[self._start].data)
+        self._start += 1
+
+    def _compact(self) -> None:
+        if self._start == len(self._entries):
+            self.clear()
+        elif self._start > 64 and self._start * 2 > len(self._entries):
+            del self._entries[: self._start]
+            self._start = 0
+
+    def slice(self, lo: int, hi: int, bytes_max: int) -> list[Entry] | None:
+        """Entries [lo, hi) within bytes_max (at least one), or None on a miss."""
+        first = self._first()
+        if not first or lo < first or hi - 1 > self._entries[-1].index:
+            return None
+        at = self._start + (lo - first)
+        out = [self._entries[at]]
+        size = len(out[0].data)
+        for e in self._entries[at + 1 : self._start + (hi - first)]:
+            size += len(e.data)
+            if size > bytes_max:
+                break
+            out.append(e)
+        return out
+
+
 class RaftLogStorage:
     """`raft.storage.LogStorage` over a `PartitionLog` and the node's `HardStateLog`.
 
@@ -66,6 +143,7 @@ class RaftLogStorage:
         self.conf_state = conf_state
         self.record_count = record_count
         self.snapshot_data = snapshot_data
+        self._cache = EntryCache(ENTRY_CACHE_BYTES_MAX)
         stored = hard_states.get(group_id)
         if stored is not None:
             self.hard_state = HardState(stored.term, stored.vote, stored.commit)
@@ -102,10 +180,18 @@ class RaftLogStorage:
             raise Compacted(f"index {lo} is before the log start {log.first_index}")
         if hi > log.last_index + 1:
             raise Unavailable(f"entries up to {hi} requested, last index {log.last_index}")
+        cached = self._cache.slice(lo, hi, bytes_max)
+        if cached is not None:
+            return cached
         return [
             Entry(e.term, e.index, EntryKind(e.kind), bytes(e.payload))
             for e in log.read_entries(lo, hi, bytes_max)
         ]
+
+    def release_cache(self, index: int) -> None:
+        """Entries up to `index` will not be asked for again soon (applied, and every
+        follower has them): drop them from the entry cache."""
+        self._cache.release(index)
 
     def snapshot(self) -> Snapshot:
         """The log's start as a snapshot: where it begins, in index, term and Kafka offset."""
@@ -138,6 +224,7 @@ class RaftLogStorage:
                 for e in entries
             ]
         )
+        self._cache.append(entries)
 
     def stage_hard_state(self, hard_state: HardState) -> bool:
         """Remember the new hard state; True when its file must be rewritten.
@@ -160,6 +247,7 @@ class RaftLogStorage:
         body = msgpack.unpackb(snapshot.data, raw=False) if snapshot.data else {}
         next_offset = int(body.get("next_offset", 0))
         self.log.reset(snapshot.meta.index + 1, next_offset, snapshot.meta.term)
+        self._cache.clear()
         self.conf_state = snapshot.meta.conf_state
         state = body.get("state", b"")
         return bytes(state) if state else b""
