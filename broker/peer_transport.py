@@ -249,6 +249,7 @@ class _Link:
                 asyncio.IncompleteReadError,
                 HandshakeRefused,
                 MalformedFrame,
+                RuntimeError,
             ) as exc:
                 refused = isinstance(exc, HandshakeRefused)
                 self._failed(f"connect to {self.address} failed: {exc!r}", refused)
@@ -256,7 +257,13 @@ class _Link:
                 await asyncio.sleep(self._backoff_s(attempt, refused))
                 continue
             attempt = 0
-            await self._serve(reader, writer)
+            try:
+                await self._serve(reader, writer)
+            except Exception as exc:
+                # A bug must cost one connection, never the link for good: a dead link
+                # task would leave the peer unreachable until this process restarts.
+                log.exception("peer link failed unexpectedly", extra={"peer": self.peer_id})
+                self._failed(f"link to {self.address} failed: {exc!r}", refused=False)
             await asyncio.sleep(self._backoff_s(0))
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -270,7 +277,9 @@ class _Link:
         watcher = asyncio.get_running_loop().create_task(self._watch_eof(reader))
         try:
             await self._pump(writer)
-        except (OSError, ConnectionError) as exc:
+        except (OSError, ConnectionError, RuntimeError) as exc:
+            # RuntimeError: uvloop's "handler is closed" when the peer's reset closed the
+            # transport under a write. Any of these ends this connection, never the link.
             self._failed(f"link to {self.address} broke: {exc!r}", refused=False)
         finally:
             self.stats.connected = 0

@@ -331,3 +331,41 @@ async def test_real_processes_link_up_and_relink_after_restart(tmp_path: Path) -
     finally:
         codes = await cluster.astop_all()
     assert codes == {1: 0, 2: 0, 3: 0}, cluster.logs()
+
+
+@pytest.mark.parametrize("error", [RuntimeError("handler is closed"), ValueError("a bug")])
+async def test_a_failing_connection_never_ends_the_link(
+    pair: tuple[Node, Node], error: Exception
+) -> None:
+    """uvloop raises RuntimeError when a reset closed the transport under a write; that,
+    or any bug, must cost one connection and a reconnect, not the link for good."""
+    n1, n2 = pair
+    link = n1.t._links[2]
+    pump = link._pump
+    failed: list[int] = []
+
+    async def fails_once(writer: asyncio.StreamWriter) -> None:
+        if not failed:
+            failed.append(1)
+            raise error
+        await pump(writer)
+
+    link._pump = fails_once  # type: ignore[method-assign]
+    n2.t._inbound[1].close()  # the next connection runs the failing pump
+    await wait_until(lambda: failed == [1] and n1.t.stats_for(2).connects == 3)
+    n1.t.send(2, 1, "after")
+    await wait_until(lambda: (1, 1, "after") in n2.received)
+
+
+async def test_peer_lost_fires_when_the_peer_closes_its_connection(
+    pair: tuple[Node, Node],
+) -> None:
+    n1, n2 = pair
+    lost: list[int] = []
+    n1.t.on_peer_lost(lost.append)
+    await n2.t.stop()
+    await wait_until(lambda: lost == [2])
+    lost_by_2: list[int] = []
+    n2.t.on_peer_lost(lost_by_2.append)
+    await n1.t.stop()  # a stopping transport reports nobody lost
+    assert lost_by_2 == []
