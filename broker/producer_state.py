@@ -114,7 +114,7 @@ class ProducerStateTable:
                     message=f"a new epoch of producer {producer_id} must start at sequence 0",
                 )
             return Decision(Verdict.APPEND)
-        for batch in self._all_batches(producer_id):
+        for batch in self._batches_of_epoch(producer_id, producer_epoch):
             if batch.first_sequence == first_sequence and batch.last_sequence == last_sequence:
                 return Decision(Verdict.DUPLICATE, duplicate_of=batch)
         expected = next_sequence(entry.last_sequence) if entry.last_sequence is not None else 0
@@ -125,10 +125,13 @@ class ProducerStateTable:
             )
         return Decision(Verdict.APPEND)
 
-    def _all_batches(self, producer_id: int) -> Iterator[BatchSequence]:
+    def _batches_of_epoch(self, producer_id: int, epoch: int) -> Iterator[BatchSequence]:
+        """Recent batches of this producer epoch only: sequences restart at 0 with each
+        epoch, so an older epoch's batch with the same sequence range is a different batch
+        (matching it would acknowledge a new batch with an old batch's offset: data loss)."""
         for table in (self._committed, self._pending):
             entry = table.get(producer_id)
-            if entry is not None:
+            if entry is not None and entry.producer_epoch == epoch:
                 yield from entry.batches
 
     def add_pending(
@@ -200,7 +203,10 @@ class ProducerStateTable:
         entry.last_timestamp_ms = max(entry.last_timestamp_ms, timestamp_ms)
         pending = self._pending.get(producer_id)
         if pending is not None:
-            while pending.batches and pending.batches[0].first_sequence == first_sequence:
+            while pending.batches and (
+                pending.batches[0].first_sequence == first_sequence
+                and pending.batches[0].producer_epoch == producer_epoch
+            ):
                 pending.batches.popleft()
             if not pending.batches:
                 del self._pending[producer_id]

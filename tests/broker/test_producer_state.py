@@ -82,3 +82,14 @@ def test_snapshot_round_trip_and_expiry() -> None:
     assert copy.check(2, 0, 0, 10).verdict is Verdict.DUPLICATE
     assert copy.expire(now_ms=1000 + 10, idle_ms_max=5) == 3
     assert len(copy) == 0
+
+
+def test_a_new_epochs_batch_is_never_a_duplicate_of_an_older_epochs() -> None:
+    """Chaos seed 102: after librdkafka bumped the epoch, sequences restarted at 0 and a
+    new batch matching an old epoch-3 batch's range was answered with that old offset."""
+    table = ProducerStateTable()
+    for seq in range(3):
+        table.apply_batch(7, 3, seq, 100 + seq, 1, 0)
+    table.add_pending(7, 4, 0, 1, 0)  # epoch 4 starts at sequence 0, still in flight
+    decision = table.check(7, 4, 1, 1)
+    assert decision.verdict is Verdict.APPEND, decision
