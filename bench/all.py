@@ -135,15 +135,25 @@ def become_subreaper() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
 
 
-def kill_orphans() -> list[int]:
-    """SIGKILLs and reaps whatever a finished module left running; returns the pids."""
-    orphans = child_pids()
-    for pid in orphans:
+def kill_orphans() -> list[str]:
+    """SIGKILLs and reaps whatever a finished module left running.
+
+    Returns the command lines of those that were not multiprocessing's own helpers (a
+    module's resource tracker may outlive it by a moment; that is no leak).
+    """
+    leaked = []
+    for pid in child_pids():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            argv = ""
+        if argv and "multiprocessing" not in argv:
+            leaked.append(argv[:120])
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
-    return orphans
+    return leaked
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,9 +199,8 @@ def run_module(module: Module, quick: bool) -> Run:
     output = stdout + (f"\n[stderr]\n{stderr}\n" if stderr else "")
     if module.name == "client":
         figures.update(client_figures(stdout))
-    left = kill_orphans()
-    if left:
-        output += f"\n(all.py killed {len(left)} process(es) the module left running)\n"
+    for argv in kill_orphans():
+        output += f"\n(all.py killed a process the module left running: {argv})"
     return Run(module.name, output, proc.returncode, seconds, figures)
 
 
