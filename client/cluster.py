@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from client.structs import NO_EPOCH, NO_LEADER, BrokerMetadata, PartitionMetadata, TopicPartition
 
@@ -233,6 +233,26 @@ class ClusterMetadata:
             controller_id=response.controller_id,
             cluster_id=response.cluster_id,
         )
+
+    def apply_leader_hint_from(
+        self, tp: TopicPartition, leader: Any, node_endpoints: Iterable[Any]
+    ) -> bool:
+        """Apply a Produce/Fetch response's CurrentLeader hint with its NodeEndpoints.
+
+        Returns False when the hint cannot be used: no leader in it, not newer than what
+        the store has, or a leader whose address neither the store nor the response
+        knows (then only a Metadata refresh can say where it is).
+        """
+        if leader is None or leader.leader_id < 0:
+            return False
+        endpoints = [
+            BrokerMetadata(e.node_id, e.host, e.port, e.rack)
+            for e in node_endpoints
+            if e.node_id == leader.leader_id
+        ]
+        if not endpoints and self.broker(leader.leader_id) is None:
+            return False
+        return self.apply_leader_hint(tp, leader.leader_id, leader.leader_epoch, endpoints)
 
     def apply_leader_hint(
         self,

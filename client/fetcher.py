@@ -370,10 +370,15 @@ class Fetcher:
                     or self._fetch_end.get(tp, state.position) != fetch_offset
                 ):
                     continue  # re-assigned or seeked while the request was out
-                self._on_partition(tp, state, fetch_offset, p)
+                self._on_partition(tp, state, fetch_offset, p, response.node_endpoints)
 
     def _on_partition(
-        self, tp: TopicPartition, state: PartitionState, fetch_offset: int, p: Any
+        self,
+        tp: TopicPartition,
+        state: PartitionState,
+        fetch_offset: int,
+        p: Any,
+        node_endpoints: Any = (),
     ) -> None:
         code = p.error_code
         if code == 0:
@@ -396,9 +401,7 @@ class Fetcher:
         cluster = self._client.cluster
         if code in _LEADERSHIP_ERRORS:
             leader = getattr(p, "current_leader", None)
-            if leader is not None and leader.leader_id >= 0:
-                cluster.apply_leader_hint(tp, leader.leader_id, leader.leader_epoch)
-            else:
+            if not cluster.apply_leader_hint_from(tp, leader, node_endpoints):
                 self._client.request_metadata_update()
         elif code == ErrorCode.OFFSET_OUT_OF_RANGE:
             if self.reset_policy is None:

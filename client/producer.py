@@ -535,14 +535,16 @@ class Producer:
             elif p.error_code in (0, ErrorCode.DUPLICATE_SEQUENCE_NUMBER):
                 self._succeed(b, p.base_offset, p.log_append_time_ms)
             else:
-                self._on_partition_error(b, p, now_ms)
+                self._on_partition_error(b, p, now_ms, response.node_endpoints)
 
-    def _on_partition_error(self, batch: ProducerBatch, p: Any, now_ms: int) -> None:
+    def _on_partition_error(
+        self, batch: ProducerBatch, p: Any, now_ms: int, node_endpoints: Any = ()
+    ) -> None:
         code = p.error_code
         cluster = self._client.cluster
         leader = getattr(p, "current_leader", None)
-        if leader is not None and leader.leader_id >= 0:
-            cluster.apply_leader_hint(batch.tp, leader.leader_id, leader.leader_epoch)
+        if cluster.apply_leader_hint_from(batch.tp, leader, node_endpoints):
+            pass  # KIP-951: the new leader is known at once, no Metadata round trip
         elif code in (ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.LEADER_NOT_AVAILABLE):
             cluster.mark_leader_unknown(batch.tp)
             self._client.request_metadata_update()

@@ -212,3 +212,25 @@ def test_decoded_wire_response_of_any_version_feeds_the_store() -> None:
         assert cm.leader_for(TopicPartition("t", 0)) == 3
         assert cm.leader_epoch_for(TopicPartition("t", 0)) == (9 if version >= 7 else -1)
         assert cm.topic_id("t") == (tid if version >= 10 else None)
+
+
+def test_leader_hint_from_a_response_uses_its_node_endpoints() -> None:
+    """KIP-951 as Produce/Fetch responses carry it: CurrentLeader plus NodeEndpoints."""
+    from client.protocol.messages.produce import LeaderIdAndEpoch, NodeEndpoint
+
+    cm = ClusterMetadata()
+    cm.update(response(topic("t", [1])), now_ms=0)
+    tp = TopicPartition("t", 0)
+    # A leader nobody knows the address of: unusable, the caller must refresh metadata.
+    assert not cm.apply_leader_hint_from(tp, LeaderIdAndEpoch(leader_id=7, leader_epoch=3), ())
+    assert cm.leader_for(tp) == 1
+    endpoints = [
+        NodeEndpoint(node_id=6, host="h6", port=96),
+        NodeEndpoint(node_id=7, host="h7", port=97, rack="r1"),
+    ]
+    assert cm.apply_leader_hint_from(tp, LeaderIdAndEpoch(leader_id=7, leader_epoch=3), endpoints)
+    assert (cm.leader_for(tp), cm.leader_epoch_for(tp)) == (7, 3)
+    assert cm.broker(7) == BrokerMetadata(7, "h7", 97, "r1")
+    assert cm.broker(6) is None  # only the hinted leader's endpoint is taken
+    assert not cm.apply_leader_hint_from(tp, LeaderIdAndEpoch(), endpoints)
+    assert not cm.apply_leader_hint_from(tp, None, endpoints)
