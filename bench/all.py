@@ -62,7 +62,11 @@ MODULES = (
     Module("protocol", quick=("--seconds", "0.2")),
     Module("storage", quick=("--seconds", "0.3")),
     Module("raft", quick=("--entries", "20000")),
-    Module("broker", quick=("--seconds", "2", "--starts", "2", "--latency-count", "200")),
+    Module(
+        "broker",
+        full=("--seconds", "5"),  # 5 s runs, as in node and cluster
+        quick=("--seconds", "2", "--rounds", "1", "--starts", "2", "--latency-count", "200"),
+    ),
     Module("node", quick=("--quick",)),
     Module("cluster", quick=("--quick",)),
     Module(
