@@ -231,6 +231,10 @@ class Partition:
 
     def close(self) -> None:
         self._fail_inflight(ErrorCode.NOT_LEADER_OR_FOLLOWER)
+        if self._proposer is not None:
+            self._proposer.cancel()
+        queued, self._queued = self._queued, []
+        _fail_slots(queued, "the partition was closed")
 
     # -- the Kafka side -------------------------------------------------------------------
     async def produce(self, batch: bytes, acks: int, timeout_ms: int) -> AppendOutcome:
@@ -318,24 +322,22 @@ class Partition:
                 if not self.is_leader or any(q.term != group.term for q in taken):
                     raise ProposalDropped("leadership changed while the batch was queued")
                 last_index, term = await self.driver.propose(group, [q.batch for q in taken])
+            except asyncio.CancelledError:
+                _fail_slots(taken, "the partition was closed")
+                raise
             except ProposalDropped as error:
                 # Batches queued behind were checked as if these would be appended (their
                 # sequence numbers follow on): they fail too, and the producer retries.
-                dropped = taken + self._queued
-                self._queued = []
-                for queued in dropped:
-                    if not queued.slot.done():
-                        queued.slot.set_exception(ProposalDropped(str(error)))
+                dropped, self._queued = taken + self._queued, []
+                _fail_slots(dropped, str(error))
                 continue
             first_index = last_index - len(taken) + 1
             for i, queued in enumerate(taken):
                 if not queued.slot.done():
                     queued.slot.set_result((first_index + i, term))
         if self._queued:  # the group went away under us
-            queued_batches, self._queued = self._queued, []
-            for queued in queued_batches:
-                if not queued.slot.done():
-                    queued.slot.set_exception(ProposalDropped("the partition's group was removed"))
+            leftover, self._queued = self._queued, []
+            _fail_slots(leftover, "the partition's group was removed")
 
     async def _await_original(self, key: tuple[int, int, int], timeout_ms: int) -> AppendOutcome:
         original = self._pending_batches.get(key)
@@ -412,6 +414,12 @@ class Partition:
         if lo == log.first_index:
             return -1, -1
         return log.term_at(lo - 1), log.offset_for_index(lo)
+
+
+def _fail_slots(queued: list[_QueuedBatch], reason: str) -> None:
+    for batch in queued:
+        if not batch.slot.done():
+            batch.slot.set_exception(ProposalDropped(reason))
 
 
 def _take_proposal(queued: list[_QueuedBatch]) -> list[_QueuedBatch]:

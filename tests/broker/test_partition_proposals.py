@@ -106,3 +106,33 @@ async def test_batches_checked_under_an_earlier_leadership_are_not_proposed() ->
     with pytest.raises(ProposalDropped):
         await tasks[0]
     assert driver.proposals == []
+
+
+async def test_closing_the_partition_fails_queued_batches() -> None:
+    driver, group = FakeDriver(), FakeGroup()
+    partition = _partition(driver, group)
+    tasks = await _start(partition, group, [b"a", b"b"])
+    partition.close()
+    for task in tasks:
+        with pytest.raises(ProposalDropped):
+            await task
+    driver.idle.set()
+    await asyncio.sleep(0)
+    assert driver.proposals == []
+
+
+async def test_closing_while_a_proposal_waits_fails_the_batches_it_took() -> None:
+    driver, group = FakeDriver(), FakeGroup()
+    driver.idle.set()
+    never = asyncio.Event()
+
+    async def stuck_propose(group: FakeGroup, datas: list[bytes]) -> tuple[int, int]:
+        await never.wait()  # e.g. the group's Ready is being persisted
+        raise AssertionError("unreachable")
+
+    driver.propose = stuck_propose  # type: ignore[method-assign]
+    partition = _partition(driver, group)
+    tasks = await _start(partition, group, [b"a"])
+    partition.close()
+    with pytest.raises(ProposalDropped):
+        await tasks[0]
