@@ -151,6 +151,9 @@ class Node:
         self._registered = False
         self._data_dir = os.path.abspath(config.data_dir)
         self._rng = random.Random()
+        #: Set when peers told this node, started on an empty disk, that it was a member.
+        self._disk_lost = False
+        self._empty_peers: set[int] = set()
         if transport.link_filter is not None:
             install_fault_routes(http, transport.link_filter, self.driver.failpoints)
         transport.on_message(self._on_peer_message)
@@ -161,8 +164,14 @@ class Node:
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
         os.makedirs(self._data_dir, exist_ok=True)
+        fresh_disk = not any(
+            os.path.exists(os.path.join(self._data_dir, name))
+            for name in ("__raft_state", "__cluster_metadata")
+        )
         self.hard_states = HardStateLog(os.path.join(self._data_dir, "__raft_state"))
         self._open_metadata_group()
+        if fresh_disk and len(self.voters) > 1:
+            self.driver.votes_held = True  # until peers say whether we were a member
         self.driver.start()
         self.groups.start()
         for server in self.servers:
@@ -172,6 +181,8 @@ class Node:
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
             asyncio.create_task(self._gossip_loop(), name="leader-gossip"),
         ]
+        if self.driver.votes_held:
+            self._tasks.append(asyncio.create_task(self._probe_membership(), name="membership"))
 
     async def stop(self) -> None:
         """Graceful stop: refuse new clients, hand leaderships away, flush and close."""
@@ -529,7 +540,8 @@ class Node:
         self.partitions[partition.key] = partition
         self.partitions_by_group[assignment.group_id] = partition
         self.driver.add_group(group)
-        if resync:
+        if resync or self._disk_lost:
+            # Every replica created in this life of a wiped node lost what it held.
             self.driver.require_resync(group)
         elif assignment.replicas[0] == self.node_id or len(assignment.replicas) == 1:
             self.driver.campaign(group)
@@ -669,10 +681,55 @@ class Node:
         elif kind == "fwd" and len(payload) == 2 and isinstance(payload[1], bytes):
             task = asyncio.get_running_loop().create_task(self.controller.on_forwarded(payload[1]))
             task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+        elif kind == "whoami":
+            image = self.controller.image
+            known = image.applied_index > 0 and not self.driver.votes_held
+            self.transport.send(
+                from_id, CONTROL_GROUP_ID, ["you-are", known, from_id in image.brokers]
+            )
+        elif kind == "you-are" and len(payload) == 3:
+            self._on_membership_answer(from_id, payload[1] is True, payload[2] is True)
         elif kind == "leaders" and len(payload) == 2 and isinstance(payload[1], list):
             for row in payload[1]:
                 if isinstance(row, list) and len(row) == 3 and all(isinstance(x, int) for x in row):
                     self._learn_leader(row[0], row[1], row[2])
+
+    # -- an empty disk: new member or wiped one? ----------------------------------------------
+    async def _probe_membership(self) -> None:
+        """Ask the peers, each heartbeat, whether this node was a member before.
+
+        A node that starts on an empty disk cannot tell a brand-new cluster from one it
+        belonged to before its disk was lost. In the second case it forgot its votes and
+        its logs: voting now could elect a leader missing committed entries, or vote twice
+        in one term. So it holds every vote until a peer with metadata answers (then it
+        knows), or until a majority of the voters (itself included) are as empty as it is
+        (a new cluster).
+        """
+        interval_s = self.config.heartbeat_ticks * self.config.tick_ms / 1000
+        while self.driver.votes_held and not self._stopping:
+            for peer in self.voters:
+                if peer != self.node_id:
+                    self.transport.send(peer, CONTROL_GROUP_ID, ["whoami"])
+            await asyncio.sleep(interval_s)
+
+    def _on_membership_answer(self, from_id: int, known: bool, registered: bool) -> None:
+        if not self.driver.votes_held:
+            return
+        if known:
+            if registered:
+                self._disk_lost = True
+                log.warning(
+                    "node %d was a member before but its data directory is empty: every "
+                    "group it hosts re-syncs from its peers before it votes again",
+                    self.node_id,
+                )
+                for group in self.driver.groups.values():
+                    self.driver.require_resync(group)
+            self.driver.votes_held = False
+            return
+        self._empty_peers.add(from_id)
+        if len(self._empty_peers) + 1 >= len(self.voters) // 2 + 1:
+            self.driver.votes_held = False  # a new cluster: a majority started empty
 
     # -- services for the handlers --------------------------------------------------------
     async def create_topic(

@@ -207,6 +207,9 @@ class RaftDriver:
         self.dropped_inbound = 0
         #: Groups re-syncing after a lost log (they neither vote nor campaign meanwhile).
         self.resyncing = 0
+        #: While set, no group votes, campaigns or ticks: a node that starts on an empty
+        #: disk holds its votes until its peers said whether it was a member before.
+        self.votes_held = False
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -276,7 +279,7 @@ class RaftDriver:
             raft = group.node.raft
             if raft.lead != peer_id or raft.role != Role.FOLLOWER or group.removed:
                 continue
-            if group.resync is not None:
+            if group.resync is not None or self.votes_held:
                 continue  # it may not campaign yet
             survivors = sorted({self.node_id, *group.peers} - {peer_id})
             rank = (survivors.index(self.node_id) - group.group_id) % len(survivors)
@@ -291,6 +294,13 @@ class RaftDriver:
     def require_resync(self, group: RaftGroup) -> None:
         """The group's replica lost its log: no votes, campaigns or ticks until it has
         caught up (see `Resync`)."""
+        voters = len(group.peers) + 1
+        if voters < 2 or group.resync is not None:
+            return  # a lone replica has nobody to copy from: it must lead what it has
+        if 2 * (voters // 2 + 1) - 1 > voters:
+            # With an even number of voters, every election quorum that includes this
+            # replica also holds a replica from every commit quorum: its vote is safe.
+            return
         group.resync = Resync()
         self.resyncing += 1
 
@@ -326,7 +336,9 @@ class RaftDriver:
             message = Message.from_wire(payload)
             if message.frm != from_id:
                 raise RaftError(f"message claims sender {message.frm} on node {from_id}'s link")
-            if group.resync is not None and not self._resync_filter(group, message):
+            if (group.resync is not None or self.votes_held) and not self._resync_filter(
+                group, message
+            ):
                 return
             if message.type != MessageType.HEARTBEAT_RESP:
                 # The answer to a leader's last heartbeat must not undo its quiescence.
@@ -347,11 +359,11 @@ class RaftDriver:
     def _resync_filter(group: RaftGroup, message: Message) -> bool:
         """While re-syncing: drop vote requests and campaign orders, note leaders' commits."""
         resync = group.resync
-        assert resync is not None
         if message.type in _NO_VOTE_WHILE_RESYNCING:
-            resync.dropped_votes += 1
+            if resync is not None:
+                resync.dropped_votes += 1
             return False
-        if message.type == MessageType.APP:
+        if message.type == MessageType.APP and resync is not None:
             resync.note_append(message.term, message.commit)
         return True
 
@@ -377,7 +389,7 @@ class RaftDriver:
 
     def campaign(self, group: RaftGroup) -> None:
         assert not group.busy
-        if group.resync is not None:
+        if group.resync is not None or self.votes_held:
             return  # it may not lead before it holds what it lost
         self.wake(group)
         group.node.campaign()
@@ -415,7 +427,7 @@ class RaftDriver:
             if beat:
                 self._send_liveness()
             silent = self._silent_peers() if beat else set()
-            for group in list(self.groups.values()):
+            for group in list(self.groups.values()) if not self.votes_held else ():
                 if group.busy or group.resync is not None:
                     # Busy: it ticks again next time (a missed tick only delays timers).
                     # Re-syncing: a follower's ticks only time elections it may not start.
