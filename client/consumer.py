@@ -59,7 +59,7 @@ class Consumer:
         fetch_max_wait_ms: int = 500,
         fetch_min_bytes: int = 1,
         fetch_max_bytes: int = 50 * 1024 * 1024,
-        partition_fetch_bytes_max: int = 4 * 1024 * 1024,
+        partition_fetch_bytes_max: int = 1024 * 1024,
         prefetch_bytes_max: int = 64 * 1024 * 1024,
         max_poll_records: int = 500,
         isolation_level: str = "read_uncommitted",

@@ -15,10 +15,7 @@ bytes plus the position they were fetched for) in a buffer bounded by
 application consumes (back-pressure, never unbounded memory). Records are
 decoded lazily, when the application asks for them, so a paused or
 re-assigned partition costs no decode work; an entry whose position no longer
-matches (the application seeked) is dropped. A partition's fetch asks for up to
-`partition_fetch_bytes_max`, 4 MiB by default (Java's is 1 MiB): a consumer that
-is catching up makes a quarter of the round trips, each of which costs a wake-up
-of both processes; memory stays bounded by `prefetch_bytes_max`.
+matches (the application seeked) is dropped.
 
 Decoding builds a batch's ConsumerRecords at once, in C where it can
 (records.decode_batch_column_parts: same-shaped runs of records are read with
@@ -181,7 +178,7 @@ class Fetcher:
         fetch_max_wait_ms: int = 500,
         fetch_min_bytes: int = 1,
         fetch_max_bytes: int = 50 * 1024 * 1024,
-        partition_fetch_bytes_max: int = 4 * 1024 * 1024,
+        partition_fetch_bytes_max: int = 1024 * 1024,
         prefetch_bytes_max: int = 64 * 1024 * 1024,
         isolation_level: int = READ_UNCOMMITTED,
         auto_offset_reset: str = "latest",

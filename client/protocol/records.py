@@ -17,10 +17,12 @@ batches in one partition, or a record count that disagrees with the offsets).
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
+from operator import getitem
 from typing import NamedTuple
 
 from crc32c import crc32c
@@ -617,27 +619,30 @@ _SINGLES_MIN = 8
 _SINGLES_MAX = 256
 # Byte translation keeping only the continuation bit: b"\0" for a varint's last byte.
 _HIGH_BIT = bytes(b & 0x80 for b in range(0x100))
-# A 2-byte varint read as a little-endian uint16 (first byte >= 0x80, second < 0x80),
-# decoded by one lookup.
-_V2_LE: list[int] = [
-    (((lo & 0x7F) | (hi << 7)) >> 1) ^ -(((lo & 0x7F) | (hi << 7)) & 1)
-    for hi in range(0x80)
-    for lo in range(0x100)
-]
-_RUN_STRUCTS: dict[str, struct.Struct] = {}
-_RUN_STRUCTS_MAX = 256
+# Compiled "skip a bytes, capture s bytes, skip the rest of the stride" patterns. A
+# one-group findall returns the captures as a list of bytes: no tuple per record,
+# so nothing per record for the cyclic garbage collector to count and traverse.
+_FIELD_PATTERNS: dict[tuple[int, int, int], re.Pattern[bytes]] = {}
+_FIELD_PATTERNS_MAX = 256
 
 
 class _Run(NamedTuple):
-    """`size` records of `stride` bytes each, laid out alike (see _uniform_run)."""
+    """`size` records of `stride` bytes each, laid out alike (see _uniform_run).
 
-    size: int  # records in the run
+    Positions are within a record; a width of 2 means a 2-byte varint, else 1.
+    A field position of -1 means the field is null in every record of the run.
+    """
+
+    size: int
     stride: int
-    layout: struct.Struct  # fields: timestamp delta, offset delta[, key][, value]
-    timestamp_wide: bool  # the deltas are 2-byte varints, else 1-byte
-    offset_wide: bool
-    key_null: bool
-    value_null: bool
+    timestamp_at: int
+    timestamp_width: int
+    offset_at: int
+    offset_width: int
+    key_at: int
+    key_size: int
+    value_at: int
+    value_size: int
 
 
 def _varint_width(rec: bytes, p: int) -> int:
@@ -712,44 +717,75 @@ def _uniform_run(data: bytes, pos: int, left: int) -> _Run | None:
         delta_at += width
     if n < _RUN_MIN:
         return None
-    fmt = "<%dx%s%s%dx%s%dx%s1x" % (  # noqa: UP031 (one format call per run, read as a table)
+    value_at = p - value_size
+    key_at = value_at - vb - key_size
+    return _Run(
+        n,
+        stride,
         lb + 1,
-        "H" if tw == 2 else "B",
-        "H" if ow == 2 else "B",
-        kb,
-        "" if key_null else f"{key_size}s",
-        vb,
-        "" if value_null else f"{value_size}s",
+        tw,
+        lb + 1 + tw,
+        ow,
+        -1 if key_null else key_at,
+        key_size,
+        -1 if value_null else value_at,
+        value_size,
     )
-    layout = _RUN_STRUCTS.get(fmt)
-    if layout is None:
-        if len(_RUN_STRUCTS) >= _RUN_STRUCTS_MAX:
-            _RUN_STRUCTS.clear()
-        layout = _RUN_STRUCTS[fmt] = struct.Struct(fmt)
-    return _Run(n, stride, layout, tw == 2, ow == 2, key_null, value_null)
 
 
 def _run_columns(
     data: bytes, pos: int, run: _Run, base_offset: int, base_timestamp: int
 ) -> Columns:
-    """The columns of a run found by _uniform_run, built by C loops (struct, map, zip)."""
+    """The columns of a run found by _uniform_run, built by C loops (slices, map, re)."""
     n = run.size
-    fields = list(zip(*run.layout.iter_unpack(memoryview(data)[pos : pos + n * run.stride])))
-    timestamp_table = _V2_LE if run.timestamp_wide else _V1
-    offset_table = _V2_LE if run.offset_wide else _V1
+    stride = run.stride
+    end = pos + n * stride
+    timestamp_deltas = _strided_varints(
+        data, pos + run.timestamp_at, end, stride, run.timestamp_width
+    )
     # Records of one batch share few distinct timestamps: one int object each, looked up.
-    absolute = {raw: base_timestamp + timestamp_table[raw] for raw in set(fields[0])}
-    timestamps = tuple(map(absolute.__getitem__, fields[0]))
-    deltas = tuple(map(offset_table.__getitem__, fields[1]))
+    absolute = {d: base_timestamp + d for d in set(timestamp_deltas)}
+    timestamps = tuple(map(absolute.__getitem__, timestamp_deltas))
+    deltas = _strided_varints(data, pos + run.offset_at, end, stride, run.offset_width)
     first = deltas[0]
     if deltas == tuple(range(first, first + n)):  # as producers write them: consecutive
         offsets = tuple(range(base_offset + first, base_offset + first + n))
     else:  # gaps, as compaction leaves them
         offsets = tuple(map(base_offset.__add__, deltas))
     nulls: tuple[None, ...] = (None,) * n
-    keys: tuple[bytes | None, ...] = nulls if run.key_null else fields[2]
-    values: tuple[bytes | None, ...] = nulls if run.value_null else fields[-1]
+    keys = (
+        nulls
+        if run.key_at < 0
+        else _strided_field(data, pos, end, stride, run.key_at, run.key_size)
+    )
+    values = (
+        nulls
+        if run.value_at < 0
+        else _strided_field(data, pos, end, stride, run.value_at, run.value_size)
+    )
     return offsets, timestamps, keys, values, ((),) * n
+
+
+def _strided_varints(data: bytes, start: int, end: int, stride: int, width: int) -> tuple[int, ...]:
+    """The 1- or 2-byte varints at `start`, `start + stride`, ... (widths checked by the caller)."""
+    low = data[start:end:stride]
+    if width == 1:
+        return tuple(map(_V1.__getitem__, low))
+    high = data[start + 1 : end : stride]
+    return tuple(map(getitem, map(_V2.__getitem__, low), high))  # type: ignore[arg-type]
+
+
+def _strided_field(
+    data: bytes, pos: int, end: int, stride: int, at: int, size: int
+) -> tuple[bytes | None, ...]:
+    """The `size` bytes at `at` of every record of a run, as one bytes object each."""
+    key = (at, size, stride - at - size)
+    pattern = _FIELD_PATTERNS.get(key)
+    if pattern is None:
+        if len(_FIELD_PATTERNS) >= _FIELD_PATTERNS_MAX:
+            _FIELD_PATTERNS.clear()
+        pattern = _FIELD_PATTERNS[key] = re.compile(b"(?s).{%d}(.{%d}).{%d}" % key)
+    return tuple(pattern.findall(data, pos, end))
 
 
 def _decode_some(
