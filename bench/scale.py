@@ -288,7 +288,15 @@ def measure(
                     )
                 break
             if i + 1 < len(steps):
-                restart_s = restart(cluster, victim, have)
+                try:
+                    restart_s = restart(cluster, victim, have)
+                except (AssertionError, TimeoutError) as error:  # NodeNotReady included
+                    first_line = str(error).splitlines()[0]
+                    notes.append(
+                        f"{have:,}: restarting node {victim} after the failover failed, so the "
+                        f"next step was not run: {first_line}; {metadata_state(cluster)}"
+                    )
+                    break
                 notes.append(
                     f"{have:,}: node {victim} restarted, all led again in {restart_s:.1f} s"
                 )
