@@ -14,7 +14,6 @@ first application wins, later copies are no-ops for the caller.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -125,18 +124,22 @@ class MetadataController:
         )
 
     async def _send_once(self, data: bytes) -> None:
-        group = self.group
-        if group is not None and group.is_leader:
-            try:
-                await self.driver.propose(group, [data])
-            except ProposalDropped as error:
-                log.info("metadata proposal dropped: %s", error)
-        elif self.leader_id and self.leader_id != self.node_id:
+        proposed = await self._propose_if_leader(data)
+        if not proposed and self.leader_id and self.leader_id != self.node_id:
             self.send_control(self.leader_id, ["fwd", data])
 
     async def on_forwarded(self, data: bytes) -> None:
         """A peer's proposal: append it if we lead (otherwise the peer retries elsewhere)."""
+        await self._propose_if_leader(bytes(data))
+
+    async def _propose_if_leader(self, data: bytes) -> bool:
+        """Append `data` to the metadata log if this node leads it; False if it does not.
+        A dropped proposal counts as handled: the proposer retries on its own timer."""
         group = self.group
-        if group is not None and group.is_leader:
-            with contextlib.suppress(ProposalDropped):
-                await self.driver.propose(group, [bytes(data)])
+        if group is None or not group.is_leader:
+            return False
+        try:
+            await self.driver.propose(group, [data])
+        except ProposalDropped as error:
+            log.info("metadata proposal dropped: %s", error)
+        return True
