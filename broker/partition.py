@@ -36,6 +36,7 @@ from client.protocol.errors import ErrorCode
 from raft.errors import ProposalDropped
 from raft.types import Entry, EntryKind, Role, Snapshot, SoftState
 from storage.errors import OffsetOutOfRangeError
+from storage.frame import EntryKind as StorageKind
 from storage.log import PartitionLog, ReadResult
 
 log = logging.getLogger("raftka.partition")
@@ -143,18 +144,13 @@ class Partition:
     def _rebuild_producer_state(self) -> None:
         """Fold the idempotent batches of the log into the producer table.
 
-        Only batch headers are read; entries beyond the commit index are folded too,
+        Only batch headers are read (61 bytes per batch, not the whole log); entries beyond the commit index are folded too,
         which is safe because a later suffix truncation only ever removes batches the
         producer was never told succeeded, and the table keeps just the last five.
         """
-        log = self.log
-        index = log.first_index
-        while index <= log.last_index:
-            entries = log.read_entries(index, log.last_index + 1, 4 << 20)
-            for entry in entries:
-                if entry.kind == EntryKind.DATA:
-                    self._fold(entry.payload, log.offset_for_index(entry.index))
-            index = entries[-1].index + 1
+        for header, head in self.log.entry_prefixes(_BATCH_HEADER_BYTES):
+            if header.kind == StorageKind.DATA:
+                self._fold(head, header.base_offset)
 
     def _fold(self, batch: bytes | memoryview, base_offset: int) -> None:
         if len(batch) < _BATCH_HEADER_BYTES:

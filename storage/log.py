@@ -654,6 +654,20 @@ class PartitionLog:
             self._fail(error)
             raise LogIOError(f"{self.directory}: {error}") from error
 
+    def entry_prefixes(self, prefix_bytes: int) -> Iterator[tuple[FrameHeader, bytes]]:
+        """Header and first `prefix_bytes` of payload of every entry, oldest first.
+
+        For state kept in batch headers (the idempotent producers' table), rebuilt at
+        start-up: reading whole payloads would read the whole log (seconds per GB).
+        Frames were verified when the log was opened; CRCs are not checked again here.
+        """
+        self._check_usable()
+        for segment in list(self.segments):
+            walk = segment.headers_from(0, self.config.entry_bytes_max)
+            for header, position in walk:
+                if header.index >= self.first_index:
+                    yield header, walk.payload_prefix(position, header, prefix_bytes)
+
     def read_entries(self, lo_index: int, hi_index: int, bytes_max: int) -> list[LogEntry]:
         """Entries [lo_index, hi_index) up to about bytes_max of payload (at least one)."""
         self._check_usable()

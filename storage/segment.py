@@ -361,6 +361,15 @@ class _HeaderWalk:
         self._position = position + header.length
         return header, position
 
+    def payload_prefix(self, position: int, header: FrameHeader, prefix_bytes: int) -> bytes:
+        """The first `prefix_bytes` of the payload of the frame at `position` (usually
+        already in the read-ahead chunk, so no extra read)."""
+        count = min(prefix_bytes, header.payload_bytes)
+        start = position + HEADER_BYTES - self._chunk_start
+        if start >= 0 and start + count <= len(self._chunk):
+            return bytes(self._chunk[start : start + count])
+        return self._segment.handle().pread(position + HEADER_BYTES, count)
+
 
 def _decode_header_only(raw: bytes, at: int) -> tuple[str, FrameHeader | None]:
     """Decode a header without the payload CRC (used to walk frames verified at open)."""
