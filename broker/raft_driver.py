@@ -52,6 +52,7 @@ from raft.raw_node import RawNode
 from raft.ready import Ready
 from raft.types import Entry, HardState, Role, Snapshot, SoftState
 from storage.config import FsyncPolicy
+from storage.hard_state_log import HardStateLog
 
 log = logging.getLogger("raftka.raft")
 _T = TypeVar("_T")
@@ -63,6 +64,8 @@ FORGET_STAGGER_TICKS = 2
 _NO_VOTE_WHILE_RESYNCING = frozenset(
     {MessageType.VOTE, MessageType.PRE_VOTE, MessageType.TIMEOUT_NOW}
 )
+#: How often each group's commit index is saved (it otherwise rides on term changes).
+COMMIT_SAVE_INTERVAL_MS = 1000
 #: Messages held for a group while its Ready is persisted (more are dropped; Raft retries).
 DEFERRED_MESSAGES_MAX = 10_000
 
@@ -197,6 +200,9 @@ class RaftDriver:
         self.incarnation = random.getrandbits(63)
         self.incarnations: dict[int, int] = {}
         self._ticks = 0
+        #: Save every group's commit index this often (see RaftLogStorage.stage_commit).
+        self.commit_save_ticks = max(1, COMMIT_SAVE_INTERVAL_MS // self.tick_ms)
+        self._commit_save_due = False
         self.groups: dict[int, RaftGroup] = {}
         self._dirty: set[RaftGroup] = set()
         self._wake = asyncio.Event()
@@ -227,6 +233,9 @@ class RaftDriver:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._io.shutdown(wait=True)
+        hard_states = self._stage_commits()  # a restart after a clean stop replays nothing
+        if hard_states is not None:
+            hard_states.sync()
 
     # -- groups ---------------------------------------------------------------------------
     def add_group(self, group: RaftGroup) -> None:
@@ -423,6 +432,9 @@ class RaftDriver:
             next_at += interval_s
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             self._ticks += 1
+            if self._ticks % self.commit_save_ticks == 0:
+                self._commit_save_due = True
+                self._wake.set()
             beat = self._ticks % self.heartbeat_ticks == 0
             if beat:
                 self._send_liveness()
@@ -445,6 +457,23 @@ class RaftDriver:
                 self._wake.set()
             if loop.time() - next_at > 10 * interval_s:
                 next_at = loop.time()  # we fell far behind: do not try to catch up in a burst
+
+    async def _save_commits(self) -> None:
+        """Between Readys (no group busy): stage every group's durable commit index and
+        sync the node's hard-state log once."""
+        self._commit_save_due = False
+        hard_states = self._stage_commits()
+        if hard_states is not None:
+            await asyncio.get_running_loop().run_in_executor(self._io, hard_states.sync)
+
+    def _stage_commits(self) -> HardStateLog | None:
+        staged = None
+        for group in self.groups.values():
+            if group.removed or group.busy:
+                continue  # its Ready may be half persisted; the next save takes it
+            if group.storage.stage_commit(group.persisted_index):
+                staged = group.storage.hard_states
+        return staged
 
     def _send_liveness(self) -> None:
         for peer in self.peers():
@@ -487,6 +516,8 @@ class RaftDriver:
             await self._wake.wait()
             self._wake.clear()
             while self._dirty and not self._stopping:
+                if self._commit_save_due:
+                    await self._save_commits()
                 batch = self._collect()
                 if not batch:
                     break
@@ -502,6 +533,8 @@ class RaftDriver:
                     self.failpoints.hit("fsync_before_ack")
                 for (group, rd), state in zip(batch, states):
                     self._finish(group, rd, state)
+            if self._commit_save_due and not self._stopping:
+                await self._save_commits()
 
     @staticmethod
     def _release_cache(group: RaftGroup) -> None:

@@ -152,6 +152,7 @@ class RaftLogStorage:
             self.hard_state = HardState(legacy.term, legacy.vote or 0, legacy.commit)
         else:
             self.hard_state = HardState()
+        self._saved_commit = self.hard_state.commit
 
     # -- read side ------------------------------------------------------------------------
     def initial_state(self) -> tuple[HardState, ConfState]:
@@ -237,9 +238,25 @@ class RaftLogStorage:
         self.hard_state = hard_state
         if hard_state.term == old.term and hard_state.vote == old.vote:
             return False
+        self._saved_commit = hard_state.commit
         self.hard_states.stage(
             self.group_id, GroupHardState(hard_state.term, hard_state.vote, hard_state.commit)
         )
+        return True
+
+    def stage_commit(self, durable_index: int) -> bool:
+        """Stage the commit index, up to `durable_index`, if it moved since last saved.
+
+        The commit index only rides along with term and vote changes otherwise, so after
+        a crash a replica would re-apply (read back) its whole log from a stale commit.
+        The driver calls this about once a second and syncs the node's hard-state log.
+        """
+        hs = self.hard_state
+        commit = min(hs.commit, durable_index)
+        if commit <= self._saved_commit:
+            return False
+        self.hard_states.stage(self.group_id, GroupHardState(hs.term, hs.vote, commit))
+        self._saved_commit = commit
         return True
 
     def install_snapshot(self, snapshot: Snapshot) -> bytes:

@@ -28,6 +28,9 @@ class FakeLog:
     first_index: int = 1
     last_index: int = 0
 
+    def entry_prefixes(self, prefix_bytes: int) -> list[tuple[object, bytes]]:
+        return []  # an empty log: no producer state to rebuild
+
 
 @dataclass
 class FakeDriver:

@@ -7,11 +7,17 @@ continue at the next offset (no gap, no overwrite).
 
 from __future__ import annotations
 
+import json
+import shutil
+import tempfile
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from storage.hard_state_log import HardStateLog
 from tests.e2e.conftest import RawClient, create_topic, wait_partition_served
 from tests.harness import BrokerProcess
 
@@ -122,3 +128,39 @@ def test_acknowledged_records_survive_restart(
     assert first_new == ends
     acked.update(more)
     _check_log(_read_all(bootstrap, topic, _ends(acked)), acked)
+
+
+def _saved_commit(data_dir: Path, topic: str, partition: int) -> int:
+    """The commit index the node saved for a partition's group, read from a copy of its
+    hard-state log (opening the live one could cut a tail the broker is writing)."""
+    meta = json.loads((data_dir / f"{topic}-{partition}" / "partition.json").read_text())
+    with tempfile.TemporaryDirectory() as copy:
+        shutil.copytree(data_dir / "__raft_state", copy, dirs_exist_ok=True)
+        saved = HardStateLog(copy)
+        try:
+            state = saved.get(int(meta["group_id"]))
+        finally:
+            saved.close()
+    return state.commit if state is not None else 0
+
+
+def test_commit_index_is_saved_while_running_so_a_restart_replays_nothing(
+    own_broker: BrokerProcess, fresh_topic: Callable[[str], str]
+) -> None:
+    """Without it the commit index is saved only with term changes, and a restarted node
+    re-applies (reads back) its whole log from the stale index."""
+    topic = fresh_topic("commit-saved")
+    with RawClient(own_broker.kafka_address) as raw:
+        create_topic(raw, topic, PARTITIONS)
+    acked = _produce(own_broker.kafka_address, topic, 0, 500)
+    batches_min = 2  # the leader's no-op at index 1, then at least one produce batch
+    deadline = time.monotonic() + 30
+    while _saved_commit(own_broker.data_dir, topic, 0) < batches_min:
+        assert time.monotonic() < deadline, "the commit index was never saved"
+        time.sleep(0.1)  # poll interval: saves happen about once a second
+    own_broker.kill()
+    own_broker.restart()
+    with RawClient(own_broker.kafka_address) as raw:
+        for p in range(PARTITIONS):
+            wait_partition_served(raw, topic, p)
+    _check_log(_read_all(own_broker.kafka_address, topic, _ends(acked)), acked)
