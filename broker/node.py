@@ -52,7 +52,7 @@ from broker.metadata_image import (
 from broker.metrics import BrokerMetrics
 from broker.partition import Partition
 from broker.peer_transport import PeerTransport
-from broker.raft_driver import RaftDriver, RaftGroup
+from broker.raft_driver import FORGET_STAGGER_TICKS, RaftDriver, RaftGroup
 from broker.raft_storage import RaftLogStorage, no_records
 from client.protocol.api_keys import ApiKey
 from client.protocol.errors import ErrorCode
@@ -173,6 +173,7 @@ class Node:
         if fresh_disk and len(self.voters) > 1:
             self.driver.votes_held = True  # until peers say whether we were a member
         self.driver.start()
+        self._elect_metadata_leader_soon()
         self.groups.start()
         for server in self.servers:
             await server.start()
@@ -726,10 +727,22 @@ class Node:
                 for group in self.driver.groups.values():
                     self.driver.require_resync(group)
             self.driver.votes_held = False
+            self._elect_metadata_leader_soon()
             return
         self._empty_peers.add(from_id)
         if len(self._empty_peers) + 1 >= len(self.voters) // 2 + 1:
             self.driver.votes_held = False  # a new cluster: a majority started empty
+            self._elect_metadata_leader_soon()
+
+    def _elect_metadata_leader_soon(self) -> None:
+        """At start-up the metadata group knows no leader: rather than a whole election
+        timeout, campaign within a few ticks, one node after another in id order (so they
+        do not split the vote). In a running cluster PreVote turns this into nothing."""
+        group = self.controller.group
+        if group is None or len(self.voters) < 2:
+            return
+        rank = sorted(self.voters).index(self.node_id)
+        self.driver.campaign_soon(group, 1 + FORGET_STAGGER_TICKS * rank)
 
     # -- services for the handlers --------------------------------------------------------
     async def create_topic(

@@ -404,6 +404,14 @@ class RaftDriver:
         group.node.campaign()
         self.mark(group)
 
+    def campaign_soon(self, group: RaftGroup, within_ticks: int) -> None:
+        """If the group knows no leader, campaign within `within_ticks` ticks (PreVote)."""
+        if group.busy or group.resync is not None or self.votes_held:
+            return
+        self.wake(group)
+        group.node.campaign_soon(within_ticks)
+        self.mark(group)
+
     def transfer_leadership(self, group: RaftGroup, to: int) -> None:
         assert not group.busy
         self.wake(group)

@@ -666,10 +666,11 @@ class Raft:
         heartbeat makes it our leader again. (etcd's MsgForgetLeader, plus the early
         campaign that makes it useful when the detector is a closed TCP connection.)
         """
-        if self.role != Role.FOLLOWER or self.lead == NONE or self.lead != m.frm:
-            return
-        self._info(f"forgets leader {self.lead} at term {self.term}")
-        self.lead = NONE
+        if self.role != Role.FOLLOWER or self.lead != m.frm:
+            return  # (m.frm NONE: only hasten the campaign of a follower without leader)
+        if self.lead != NONE:
+            self._info(f"forgets leader {self.lead} at term {self.term}")
+            self.lead = NONE
         if m.index > 0 and self.promotable():
             remaining = min(m.index, self.randomized_election_timeout)
             self.election_elapsed = max(

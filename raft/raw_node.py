@@ -121,6 +121,12 @@ class RawNode:
         many ticks instead of a full election timeout. No-op on any other node or role."""
         self.raft.step(Message(MT.FORGET_LEADER, self.raft.id, leader, index=campaign_in_ticks))
 
+    def campaign_soon(self, within_ticks: int) -> None:
+        """A follower that knows no leader campaigns within `within_ticks` ticks instead
+        of a whole randomized election timeout (at start-up: stagger by rank). Still
+        subject to PreVote, so a node joining a group that has a leader disturbs nothing."""
+        self.raft.step(Message(MT.FORGET_LEADER, self.raft.id, NONE, index=within_ticks))
+
     def reset_peer_progress(self, peer: int) -> None:
         """The peer restarted (possibly with an empty disk): forget what it acknowledged.
 

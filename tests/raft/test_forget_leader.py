@@ -65,3 +65,18 @@ def test_forgetting_another_node_or_as_leader_is_a_no_op() -> None:
     c.nodes[1].raw.forget_leader(1, campaign_in_ticks=1)  # a leader forgets nobody
     assert c.nodes[1].role == Role.LEADER
     assert not c.nodes[1].raw.raft.msgs
+
+
+def test_campaign_soon_hastens_only_a_leaderless_follower() -> None:
+    c = Cluster((1, 2, 3), election_ticks=10)
+    c.nodes[2].raw.campaign_soon(2)
+    c.tick(2)
+    assert c.nodes[2].role == Role.FOLLOWER
+    c.tick(2)
+    c.stabilize()
+    assert c.leaders() == [2]  # after 2 ticks, not 10-20
+    term = c.nodes[2].term
+    c.nodes[3].raw.campaign_soon(1)  # 3 has a leader now: nothing changes
+    c.tick(3)
+    c.stabilize()
+    assert c.leaders() == [2] and c.nodes[3].term == term
