@@ -65,8 +65,15 @@ def _all_acked(ledger: checker.Ledger) -> None:
 def test_two_of_three_down_refuses_then_recovers(tmp_path: Path) -> None:
     with _start(tmp_path) as cluster:
         before = checker.Ledger()
+        # Reconnect backoff bounded: librdkafka's default grows to 10 s during the outage,
+        # longer than the 4 s message timeout of the records produced after it.
         producer = checker.confluent_producer(
-            cluster.bootstrap, **{"message.timeout.ms": 4000, "socket.timeout.ms": 3000}
+            cluster.bootstrap,
+            **{
+                "message.timeout.ms": 4000,
+                "socket.timeout.ms": 3000,
+                "reconnect.backoff.max.ms": 500,
+            },
         )
         checker.produce(producer, TOPIC, "c", range(1500), PARTITIONS, before)
         _all_acked(before)
