@@ -53,10 +53,7 @@ def _wait_resyncing(
 def test_corrupted_replica_quarantines_resyncs_and_does_not_vote_meanwhile(
     tmp_path: Path,
 ) -> None:
-    cluster = Cluster(3, tmp_path, settings={"tick_ms": "50"})
-    with cluster:
-        cluster.start(timeout_s=60)
-        checker.create_topic(cluster.bootstrap, TOPIC, 1, 3)
+    with checker.start_with_topic(tmp_path, TOPIC, 1, {"tick_ms": "50"}) as cluster:
         ledger = checker.Ledger()
         producer = checker.confluent_producer(cluster.bootstrap)
         for start in range(0, 2000, 100):  # many frames: the damage is followed by valid ones
@@ -102,10 +99,7 @@ def test_wiped_node_holds_its_votes_until_it_has_resynced(tmp_path: Path) -> Non
     """The same with a whole data directory lost: the node cannot tell by itself that
     it was a member; its peers tell it, and until then and until it has caught up it
     votes in no group (not even the metadata group)."""
-    cluster = Cluster(3, tmp_path, settings={"tick_ms": "50"})
-    with cluster:
-        cluster.start(timeout_s=60)
-        checker.create_topic(cluster.bootstrap, TOPIC, 1, 3)
+    with checker.start_with_topic(tmp_path, TOPIC, 1, {"tick_ms": "50"}) as cluster:
         ledger = checker.Ledger()
         producer = checker.confluent_producer(cluster.bootstrap)
         checker.produce(producer, TOPIC, "a", range(1000), 1, ledger)

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 from tests.cluster import checker
-from tests.harness import Cluster
 
 TOPIC = "fast-failover"
 ELECTION_S_MIN = 100 * 0.05  # election_ticks x tick_ms: the shortest timeout-driven election
@@ -20,10 +19,7 @@ ELECTION_S_MIN = 100 * 0.05  # election_ticks x tick_ms: the shortest timeout-dr
 
 def test_survivors_elect_at_once_when_the_leaders_connections_close(tmp_path: Path) -> None:
     settings = {"tick_ms": "50", "election_ticks": "100"}
-    cluster = Cluster(3, tmp_path, settings=settings)
-    with cluster:
-        cluster.start(timeout_s=60)
-        checker.create_topic(cluster.bootstrap, TOPIC, 3, 3)
+    with checker.start_with_topic(tmp_path, TOPIC, 3, settings) as cluster:
         ledger = checker.Ledger()
         producer = checker.confluent_producer(cluster.bootstrap)
         checker.produce(producer, TOPIC, "a", range(300), 3, ledger)

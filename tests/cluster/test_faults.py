@@ -13,7 +13,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-from client.protocol.errors import ErrorCode
 from tests.cluster import checker
 from tests.harness import Cluster
 
@@ -24,29 +23,15 @@ SETTINGS = {"tick_ms": "50", "fault_injection": "true"}
 FAULT_S = 3.0
 #: librdkafka gives up on a request to an unresponsive broker after this, not after 60 s.
 PRODUCER = {"request.timeout.ms": 3000, "socket.timeout.ms": 3000}
-#: A produce that could not be committed: its fate is unknown or it was refused.
-NOT_A_SUCCESS = {
-    ErrorCode.NOT_LEADER_OR_FOLLOWER,
-    ErrorCode.REQUEST_TIMED_OUT,
-    ErrorCode.NOT_ENOUGH_REPLICAS,
-}
+NOT_A_SUCCESS = checker.NOT_A_SUCCESS
 
 
 def _start(tmp_path: Path) -> Cluster:
-    cluster = Cluster(3, tmp_path, settings=SETTINGS)
-    cluster.start(timeout_s=60)
-    checker.create_topic(cluster.bootstrap, TOPIC, PARTITIONS, 3)
-    return cluster
+    return checker.start_with_topic(tmp_path, TOPIC, PARTITIONS, SETTINGS)
 
 
 def _finish(cluster: Cluster, ledgers: list[checker.Ledger]) -> None:
-    hwms = checker.wait_hwms_agree(cluster, TOPIC, cluster.nodes)
-    seen = checker.read_all(cluster.bootstrap, TOPIC, PARTITIONS)
-    checker.check_history(seen, ledgers, hwms)
-    # Exit codes are not checked here: a graceful stop sometimes hangs past the harness's
-    # 15 s (reported to the lead), and these tests are about data, not shutdown.
-    cluster.stop_all()
-    checker.compare_replica_logs(cluster, TOPIC, hwms)
+    checker.finish(cluster, TOPIC, PARTITIONS, ledgers)
 
 
 def test_follower_kill_then_leader_pause(tmp_path: Path) -> None:
