@@ -404,6 +404,40 @@ def wait_leaders(node: BrokerProcess, topic: str, partitions: int, timeout_s: fl
     raise TimeoutError(f"{topic}: not every partition has a leader after {timeout_s}s")
 
 
+def time_to_ready(node: BrokerProcess, timeout_s: float = 60.0) -> float:
+    """Starts the (stopped) node; seconds from Popen to the first /readyz 200."""
+    start = time.monotonic()
+    node.start()
+    while time.monotonic() - start < timeout_s:
+        if node.http_get("/readyz", timeout_s=0.5)[0] == 200:
+            return time.monotonic() - start
+        if not node.is_running():
+            raise RuntimeError(f"node exited with {node.returncode}\n{node.log_tail()}")
+        time.sleep(0.01)  # the resolution of this measurement
+    raise TimeoutError(f"not ready in {timeout_s}s\n{node.log_tail()}")
+
+
+def start_times(
+    base: Path, starts: int, timeout_s: float = 60.0
+) -> tuple[list[float], list[float]]:
+    """One node: (start times on fresh directories, restart times on a directory with a
+    3-partition topic), seconds to /readyz."""
+    fresh: list[float] = []
+    for i in range(starts):
+        node = BrokerProcess(1, base / f"fresh-{i}", settings={"log_level": "WARNING"})
+        fresh.append(time_to_ready(node, timeout_s))
+        if i == 0:
+            create_topic(node.kafka_address, "start", 3, 1)
+            wait_leaders(node, "start", 3, 30)
+        node.terminate()
+    node = BrokerProcess(1, base / "fresh-0", settings={"log_level": "WARNING"})
+    restarts = []
+    for _ in range(starts):
+        restarts.append(time_to_ready(node, timeout_s))
+        node.terminate()
+    return fresh, restarts
+
+
 def load_line() -> str:
     """The 1/5/15-minute load averages and core count: results depend on other load."""
     with open("/proc/loadavg") as f:

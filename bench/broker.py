@@ -51,6 +51,7 @@ from bench._common import (
     rss_mb,
     run_in_process,
     start_node,
+    start_times,
     verdict,
     wait_leaders,
 )
@@ -84,37 +85,9 @@ def median_run(runs: list[Throughput]) -> Throughput:
     return sorted(runs, key=lambda r: r.mb_s)[len(runs) // 2]
 
 
-def time_to_ready(node: BrokerProcess, timeout_s: float = 30.0) -> float:
-    """Starts the (stopped) node and returns seconds from Popen to the first /readyz 200."""
-    start = time.monotonic()
-    node.start()
-    while time.monotonic() - start < timeout_s:
-        if node.http_get("/readyz", timeout_s=0.5)[0] == 200:
-            return time.monotonic() - start
-        if not node.is_running():
-            raise RuntimeError(
-                f"node exited with {node.returncode} during start\n{node.log_tail()}"
-            )
-        time.sleep(0.01)  # 10 ms poll: the resolution of this measurement
-    raise TimeoutError(f"not ready in {timeout_s}s\n{node.log_tail()}")
-
-
 def bench_start(base: Path, starts: int) -> tuple[list[float], list[float]]:
     """(fresh-directory start times, restart times on a directory with a topic)."""
-    fresh: list[float] = []
-    for i in range(starts):
-        node = BrokerProcess(1, base / f"fresh-{i}", settings={"log_level": "WARNING"})
-        fresh.append(time_to_ready(node))
-        if i == 0:
-            create_topic(node.kafka_address, "start", 3, 1)
-            wait_leaders(node, "start", 3, 30)
-        node.terminate()
-    node = BrokerProcess(1, base / "fresh-0", settings={"log_level": "WARNING"})
-    restarts = []
-    for _ in range(starts):
-        restarts.append(time_to_ready(node))
-        node.terminate()
-    return fresh, restarts
+    return start_times(base, starts, timeout_s=30.0)
 
 
 def profile_produce(node: BrokerProcess, topic: str, seconds: float, out: str) -> None:

@@ -38,6 +38,7 @@ from bench._common import (
     rss_mb,
     run_in_process,
     start_node,
+    start_times,
     verdict,
     wait_leaders,
 )
@@ -45,19 +46,6 @@ from bench._workloads import SIZE_HEADER, SIZES, measure_size, record_sizes, siz
 from tests.harness import BrokerProcess
 
 SECTION = "node"
-
-
-def time_to_ready(node: BrokerProcess, timeout_s: float = 60.0) -> float:
-    """Starts the (stopped) node; seconds from Popen to the first /readyz 200."""
-    start = time.monotonic()
-    node.start()
-    while time.monotonic() - start < timeout_s:
-        if node.http_get("/readyz", timeout_s=0.5)[0] == 200:
-            return time.monotonic() - start
-        if not node.is_running():
-            raise RuntimeError(f"node exited with {node.returncode}\n{node.log_tail()}")
-        time.sleep(0.01)  # the resolution of this measurement
-    raise TimeoutError(f"not ready in {timeout_s}s\n{node.log_tail()}")
 
 
 def first_ack_after(node: BrokerProcess, topic: str, started: float, timeout_s: float) -> float:
@@ -88,19 +76,7 @@ def first_ack_after(node: BrokerProcess, topic: str, started: float, timeout_s: 
 
 
 def bench_ready(base: Path, starts: int) -> tuple[Spread, Spread]:
-    fresh = []
-    for i in range(starts):
-        node = BrokerProcess(1, base / f"ready-{i}", settings={"log_level": "WARNING"})
-        fresh.append(time_to_ready(node))
-        if i == 0:
-            create_topic(node.kafka_address, "ready", 3, 1)
-            wait_leaders(node, "ready", 3, 30)
-        node.terminate()
-    node = BrokerProcess(1, base / "ready-0", settings={"log_level": "WARNING"})
-    restarts = []
-    for _ in range(starts):
-        restarts.append(time_to_ready(node))
-        node.terminate()
+    fresh, restarts = start_times(base, starts)
     return Spread(tuple(fresh)), Spread(tuple(restarts))
 
 
