@@ -30,7 +30,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -237,6 +237,22 @@ class BrokerProcess:
         self.start()
         if wait:
             self.wait_ready(timeout_s)
+
+
+@contextlib.contextmanager
+def running_broker(base_dir: Path, *, check_exit: bool = False) -> Iterator[BrokerProcess]:
+    """One ready node for a module or package of tests, stopped gracefully afterwards
+    (and, with `check_exit`, required to exit 0)."""
+    node = BrokerProcess(1, base_dir)
+    node.start()
+    try:
+        node.wait_ready()
+        yield node
+    finally:
+        if node.is_running():
+            code = node.terminate()
+            if check_exit:
+                assert code == 0, f"shared broker exited with {code}\n{node.log_tail()}"
 
 
 class Cluster:

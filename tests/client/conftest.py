@@ -7,16 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import BrokerProcess
+from tests.harness import BrokerProcess, running_broker
 
 
 @pytest.fixture(scope="package")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    node = BrokerProcess(1, Path(tmp_path_factory.mktemp("client-broker")))
-    node.start()
-    try:
-        node.wait_ready()
+    with running_broker(Path(tmp_path_factory.mktemp("client-broker"))) as node:
         yield node
-    finally:
-        if node.is_running():
-            node.terminate()

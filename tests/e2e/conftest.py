@@ -39,7 +39,7 @@ from client.protocol.messages.produce import (
     TopicProduceData,
 )
 from client.protocol.records import RecordBatchBuilder
-from tests.harness import BrokerProcess
+from tests.harness import BrokerProcess, running_broker
 
 _counter = itertools.count()
 
@@ -47,15 +47,8 @@ _counter = itertools.count()
 @pytest.fixture(scope="package")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
     """A running single-node broker shared by the whole e2e package."""
-    node = BrokerProcess(1, tmp_path_factory.mktemp("e2e-broker"))
-    node.start()
-    try:
-        node.wait_ready()
+    with running_broker(tmp_path_factory.mktemp("e2e-broker"), check_exit=True) as node:
         yield node
-    finally:
-        if node.is_running():
-            code = node.terminate()
-            assert code == 0, f"shared broker exited with {code}\n{node.log_tail()}"
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from tests.harness import BrokerProcess
+from tests.harness import BrokerProcess, running_broker
 
 PARTITIONS = 4
 RECORDS = 200
@@ -32,14 +32,8 @@ JS_DIR = Path(__file__).resolve().parent.parent / "js"
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    node = BrokerProcess(1, tmp_path_factory.mktemp("groups-e2e"))
-    node.start()
-    try:
-        node.wait_ready()
+    with running_broker(tmp_path_factory.mktemp("groups-e2e")) as node:
         yield node
-    finally:
-        if node.is_running():
-            node.terminate()
 
 
 def new_topic(broker: BrokerProcess) -> str:

@@ -29,7 +29,7 @@ from tests.groups.test_e2e_clients import (
     poll_until,
     produce,
 )
-from tests.harness import BrokerProcess
+from tests.harness import BrokerProcess, running_broker
 
 #: librdkafka's "no committed offset" (OFFSET_INVALID).
 NO_OFFSET = -1001
@@ -37,14 +37,8 @@ NO_OFFSET = -1001
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    node = BrokerProcess(1, tmp_path_factory.mktemp("groups-membership"))
-    node.start()
-    try:
-        node.wait_ready()
+    with running_broker(tmp_path_factory.mktemp("groups-membership")) as node:
         yield node
-    finally:
-        if node.is_running():
-            node.terminate()
 
 
 @pytest.fixture(autouse=True)
