@@ -16,27 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from client.protocol import records as r
-from client.protocol.exceptions import CorruptRecordError
 from client.protocol.records import Record, decode_batch, decode_batch_columns, encode_batch
-
-
-def _careful(data: bytes, count: int, base_offset: int, base_timestamp: int) -> list[r.Row]:
-    rows = []
-    pos = 0
-    for _ in range(count):
-        row, pos = r._decode_record(data, pos, base_offset, base_timestamp)
-        rows.append(row)
-    if pos != len(data):
-        raise CorruptRecordError("bytes left after the declared record count")
-    return rows
-
-
-def _outcome(fn, *args) -> object:
-    try:
-        return fn(*args)
-    except CorruptRecordError:
-        return CorruptRecordError
-
+from tests.protocol.test_records_fastpath import _careful, _outcome
 
 blob = st.sampled_from([None, b"", b"k", b"x" * 50, b"v" * 1000, b"w" * 9000])
 
