@@ -240,7 +240,8 @@ def test_serve_process_answers_healthz_and_stops_on_sigterm(tmp_path: Path) -> N
     assert "stop signal received" in events and events[-1] == "stopped"
 
 
-def test_run_local_starts_nodes_and_forwards_sigterm(tmp_path: Path) -> None:
+def _start_run_local(tmp_path: Path) -> tuple[subprocess.Popen[str], BrokerProcess]:
+    """`broker run-local` with one node on fresh ports, once that node answers /healthz."""
     kafka, raft, http = PORTS.allocate(3)
     proc = subprocess.Popen(
         [sys.executable, "-m", "broker", "run-local", "--nodes", "1",
@@ -253,31 +254,27 @@ def test_run_local_starts_nodes_and_forwards_sigterm(tmp_path: Path) -> None:
     child.proc = proc  # the parent's liveness stands in for the child's in wait_ready
     try:
         child.wait_ready(timeout_s=20, path="/healthz")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=15)
+    except BaseException:
+        proc.kill()
+        proc.communicate(timeout=15)
+        raise
+    return proc, child
+
+
+def test_run_local_starts_nodes_and_forwards_sigterm(tmp_path: Path) -> None:
+    proc, child = _start_run_local(tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=15)
     assert proc.returncode == 0, err
-    assert f"bootstrap servers: 127.0.0.1:{kafka}" in out
+    assert f"bootstrap servers: 127.0.0.1:{child.kafka_port}" in out
     assert (tmp_path / "node-1").is_dir()
     assert child.http_get("/healthz")[0] == 0  # the child is gone too
 
 
 def test_run_local_children_stop_when_the_supervisor_is_sigkilled(tmp_path: Path) -> None:
-    kafka, raft, http = PORTS.allocate(3)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "broker", "run-local", "--nodes", "1",
-         "--data-dir", str(tmp_path), "--kafka-port", str(kafka), "--raft-port", str(raft),
-         "--http-port", str(http)],
-        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    child = BrokerProcess(1, tmp_path, ports=(kafka, raft, http))
-    child.proc = proc
-    try:
-        child.wait_ready(timeout_s=20, path="/healthz")
-    finally:
-        proc.kill()  # no chance to forward anything: the kernel must stop the child
-        proc.wait(timeout=15)
+    proc, child = _start_run_local(tmp_path)
+    proc.kill()  # no chance to forward anything: the kernel must stop the child
+    proc.communicate(timeout=15)
     deadline = time.monotonic() + 20
     while child.http_get("/healthz")[0] != 0:
         assert time.monotonic() < deadline, "the node outlived its SIGKILLed supervisor"
