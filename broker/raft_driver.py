@@ -46,7 +46,7 @@ from typing import Any, Protocol, TypeVar
 
 from broker.failpoints import DurabilityJournal, Failpoints
 from broker.raft_storage import RaftLogStorage
-from raft.errors import RaftError
+from raft.errors import ProposalDropped, RaftError
 from raft.messages import Message, MessageType
 from raft.raw_node import RawNode
 from raft.ready import Ready
@@ -380,12 +380,17 @@ class RaftDriver:
         """Append data entries on the leader; returns (last index, term). Raises ProposalDropped.
 
         Waits while the group's previous Ready is being persisted: those entries could
-        not join that fsync anyway, and the core must not be stepped meanwhile.
+        not join that fsync anyway, and the core must not be stepped meanwhile. Refuses
+        once this node no longer leads: a follower's core would forward the entries to
+        the new leader, past every check the caller made as leader (an idempotent
+        producer's batch would be appended twice).
         """
         async with group.propose_lock:
             await self.until_idle(group)
-            self.wake(group)
             node = group.node
+            if node.raft.role != Role.LEADER:
+                raise ProposalDropped("this node no longer leads the group")
+            self.wake(group)
             node.propose_many(datas)
             self.mark(group)
             return node.raft.log.last_index(), node.raft.term

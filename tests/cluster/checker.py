@@ -71,7 +71,8 @@ class Ledger:
         return len(self.acked) + len(self.failed)
 
     def acked_in(self, partition: int) -> int:
-        return sum(1 for p, _ in self.acked.values() if p == partition)
+        # A copy first: a producer's delivery thread may add to `acked` meanwhile.
+        return sum(1 for p, _ in list(self.acked.values()) if p == partition)
 
 
 def record(tag: str, n: int, partitions: int) -> tuple[bytes, bytes, int]:
